@@ -1,0 +1,248 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wxtoken/wxtoken/secret"
+)
+
+// Defaults that README's configuration table documents.
+const (
+	defaultAddr           = ":8080"
+	defaultIssuer         = "http://localhost:8080"
+	defaultKeysDir        = "./keys"
+	defaultDevKeysDir     = "./.wxtoken-dev/keys"
+	defaultAPIBase        = "https://api.weixin.qq.com"
+	defaultTokenTTL       = 2 * time.Hour
+	defaultLeeway         = 30 * time.Second
+	defaultWeChatTimeout  = 5 * time.Second
+	defaultLoginRate      = 10
+	defaultLoginBurst     = 20
+	defaultReload         = 2 * time.Second
+	defaultShutdownGrace  = 15 * time.Second
+	defaultJWKSMaxAge     = 5 * time.Minute
+	defaultUpstreamLimit  = 64
+	defaultSigningAlg     = "ES256"
+	devAppID              = "wx0123456789abcdef"
+	retentionSlack        = 5 * time.Minute
+	maxSecretFileBytes    = 4 << 10
+	minRotateToMaxAgeRate = 2
+)
+
+// config is everything serve and keys need, read once from the environment
+// (through the injected getenv) and the command line.
+type config struct {
+	Addr                string
+	Issuer              string
+	KeysDir             string
+	TokenTTL            time.Duration
+	Leeway              time.Duration
+	AppID               string
+	Secret              secret.String
+	SecretFile          string
+	APIBase             string
+	WeChatTimeout       time.Duration
+	LoginRate           float64
+	LoginBurst          int
+	TrustedProxies      []*net.IPNet
+	RotateEvery         time.Duration
+	ReloadInterval      time.Duration
+	ShutdownGrace       time.Duration
+	JWKSMaxAge          time.Duration
+	UpstreamConcurrency int
+	LogLevel            slog.Level
+	Dev                 bool
+
+	keysDirSet bool
+	problems   []string
+}
+
+// retention is how long a retired key must stay usable: every token it
+// could have signed or sealed has expired by then, with room for clock skew
+// and for replicas that picked up the rotation a few seconds late.
+func (c *config) retention() time.Duration { return c.TokenTTL + c.Leeway + retentionSlack }
+
+// loadConfig reads the environment. Every problem is collected, so the
+// operator sees all of them at once instead of one per restart.
+func loadConfig(getenv func(string) string) *config {
+	c := &config{}
+	c.Addr = envString(getenv, "WXTOKEN_ADDR", defaultAddr)
+	c.Issuer = envString(getenv, "WXTOKEN_ISSUER", defaultIssuer)
+	c.KeysDir = getenv("WXTOKEN_KEYS_DIR")
+	c.keysDirSet = c.KeysDir != ""
+	if !c.keysDirSet {
+		c.KeysDir = defaultKeysDir
+	}
+	c.TokenTTL = c.duration(getenv, "WXTOKEN_TOKEN_TTL", defaultTokenTTL)
+	c.Leeway = c.duration(getenv, "WXTOKEN_LEEWAY", defaultLeeway)
+	c.AppID = getenv("WECHAT_APPID")
+	c.Secret = secret.String(getenv("WECHAT_SECRET"))
+	c.SecretFile = getenv("WECHAT_SECRET_FILE")
+	c.APIBase = envString(getenv, "WECHAT_API_BASE", defaultAPIBase)
+	c.WeChatTimeout = c.duration(getenv, "WECHAT_TIMEOUT", defaultWeChatTimeout)
+	c.LoginRate = c.float(getenv, "WXTOKEN_LOGIN_RATE", defaultLoginRate)
+	c.LoginBurst = c.integer(getenv, "WXTOKEN_LOGIN_BURST", defaultLoginBurst)
+	c.TrustedProxies = c.cidrs(getenv, "WXTOKEN_TRUSTED_PROXIES")
+	c.RotateEvery = c.duration(getenv, "WXTOKEN_ROTATE_EVERY", 0)
+	c.ReloadInterval = c.duration(getenv, "WXTOKEN_RELOAD_INTERVAL", defaultReload)
+	c.ShutdownGrace = c.duration(getenv, "WXTOKEN_SHUTDOWN_GRACE", defaultShutdownGrace)
+	c.JWKSMaxAge = c.duration(getenv, "WXTOKEN_JWKS_MAX_AGE", defaultJWKSMaxAge)
+	c.UpstreamConcurrency = c.integer(getenv, "WXTOKEN_UPSTREAM_CONCURRENCY", defaultUpstreamLimit)
+	if lv := getenv("WXTOKEN_LOG_LEVEL"); lv != "" {
+		if err := c.LogLevel.UnmarshalText([]byte(lv)); err != nil {
+			c.problems = append(c.problems, "WXTOKEN_LOG_LEVEL must be debug, info, warn or error")
+		}
+	}
+	return c
+}
+
+// serveFlags lets the command line override the environment.
+func (c *config) serveFlags(fs *flag.FlagSet) {
+	fs.BoolVar(&c.Dev, "dev", false, "dev mode: built-in WeChat emulator, keys made on first use; never in production")
+	fs.StringVar(&c.Addr, "addr", c.Addr, "listen address (WXTOKEN_ADDR)")
+	fs.StringVar(&c.Issuer, "issuer", c.Issuer, "the iss claim (WXTOKEN_ISSUER)")
+	fs.Func("keys-dir", "keys directory (WXTOKEN_KEYS_DIR, default "+defaultKeysDir+"; "+defaultDevKeysDir+" with --dev)", func(s string) error {
+		c.KeysDir, c.keysDirSet = s, true
+		return nil
+	})
+}
+
+// resolveSecret reads WECHAT_SECRET_FILE when it is set (a mounted secret is
+// safer than an environment variable, which child processes inherit).
+func (c *config) resolveSecret() error {
+	if c.SecretFile == "" {
+		return nil
+	}
+	if !c.Secret.Empty() {
+		return errors.New("set WECHAT_SECRET or WECHAT_SECRET_FILE, not both")
+	}
+	f, err := os.Open(c.SecretFile)
+	if err != nil {
+		return fmt.Errorf("WECHAT_SECRET_FILE: %w", err)
+	}
+	defer f.Close()
+	buf := make([]byte, maxSecretFileBytes+1)
+	n, _ := f.Read(buf)
+	if n > maxSecretFileBytes {
+		return errors.New("WECHAT_SECRET_FILE: file is too large to be an appsecret")
+	}
+	c.Secret = secret.String(strings.TrimSpace(string(buf[:n])))
+	if c.Secret.Empty() {
+		return errors.New("WECHAT_SECRET_FILE: file is empty")
+	}
+	return nil
+}
+
+// validate lists every configuration problem as {condition, message}.
+func (c *config) validate() error {
+	checks := []struct {
+		bad bool
+		msg string
+	}{
+		{c.Issuer == "", "WXTOKEN_ISSUER must not be empty"},
+		{c.TokenTTL < time.Minute || c.TokenTTL > 24*time.Hour, "WXTOKEN_TOKEN_TTL must be between 1m and 24h"},
+		{c.Leeway < 0 || c.Leeway > 5*time.Minute, "WXTOKEN_LEEWAY must be between 0 and 5m"},
+		{c.WeChatTimeout <= 0 || c.WeChatTimeout > time.Minute, "WECHAT_TIMEOUT must be between 1ms and 1m"},
+		{c.LoginRate < 0, "WXTOKEN_LOGIN_RATE must be 0 (off) or positive"},
+		{c.LoginBurst < 1, "WXTOKEN_LOGIN_BURST must be at least 1"},
+		{c.RotateEvery < 0, "WXTOKEN_ROTATE_EVERY must be 0 (off) or positive"},
+		{c.RotateEvery > 0 && c.RotateEvery < minRotateToMaxAgeRate*c.JWKSMaxAge,
+			"WXTOKEN_ROTATE_EVERY must be at least twice WXTOKEN_JWKS_MAX_AGE, so caches see a new key before it signs"},
+		{c.ReloadInterval < 100*time.Millisecond, "WXTOKEN_RELOAD_INTERVAL must be at least 100ms"},
+		{c.ShutdownGrace <= 0, "WXTOKEN_SHUTDOWN_GRACE must be positive"},
+		{c.JWKSMaxAge < 0 || c.JWKSMaxAge > time.Hour, "WXTOKEN_JWKS_MAX_AGE must be between 0 and 1h"},
+		{c.UpstreamConcurrency < 1, "WXTOKEN_UPSTREAM_CONCURRENCY must be at least 1"},
+	}
+	problems := append([]string(nil), c.problems...)
+	for _, ch := range checks {
+		if ch.bad {
+			problems = append(problems, ch.msg)
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("invalid configuration: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+func envString(getenv func(string) string, name, def string) string {
+	if v := getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func (c *config) duration(getenv func(string) string, name string, def time.Duration) time.Duration {
+	v := getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		c.problems = append(c.problems, fmt.Sprintf("%s must be a duration like 2h or 30s", name))
+		return def
+	}
+	return d
+}
+
+func (c *config) float(getenv func(string) string, name string, def float64) float64 {
+	v := getenv(name)
+	if v == "" {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		c.problems = append(c.problems, fmt.Sprintf("%s must be a number", name))
+		return def
+	}
+	return f
+}
+
+func (c *config) integer(getenv func(string) string, name string, def int) int {
+	v := getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		c.problems = append(c.problems, fmt.Sprintf("%s must be a whole number", name))
+		return def
+	}
+	return n
+}
+
+// cidrs parses a comma-separated list of IPs or CIDR ranges.
+func (c *config) cidrs(getenv func(string) string, name string) []*net.IPNet {
+	var out []*net.IPNet
+	for _, s := range strings.Split(getenv(name), ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if !strings.Contains(s, "/") {
+			if ip := net.ParseIP(s); ip != nil {
+				bits := 32
+				if ip.To4() == nil {
+					bits = 128
+				}
+				out = append(out, &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)})
+				continue
+			}
+		}
+		_, n, err := net.ParseCIDR(s)
+		if err != nil {
+			c.problems = append(c.problems, fmt.Sprintf("%s: %q is not an IP or CIDR range", name, s))
+			continue
+		}
+		out = append(out, n)
+	}
+	return out
+}

@@ -1,0 +1,134 @@
+package handlers
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"reflect"
+	"strings"
+
+	"github.com/go-playground/validator/v10"
+	"github.com/labstack/echo/v4"
+)
+
+// bodyLimit bounds every request body. The largest legitimate body is a
+// userinfo call with rawData and encryptedData, a few KiB.
+const bodyLimit = 64 << 10
+
+// binder decodes and validates JSON bodies the same way for every route:
+// JSON only, one object, unknown fields ignored (mini programs often send the
+// whole wx.getUserProfile result), then struct validation.
+type binder struct {
+	validate *validator.Validate
+}
+
+func newBinder() *binder {
+	v := validator.New(validator.WithRequiredStructEnabled())
+	v.RegisterTagNameFunc(func(f reflect.StructField) string {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		return name
+	})
+	return &binder{validate: v}
+}
+
+// bind fills dst from the request body or returns a Problem saying exactly
+// what is wrong with the shape of the request (never with its secrets).
+func (b *binder) bind(c echo.Context, dst any) error {
+	req := c.Request()
+	if ct := req.Header.Get(echo.HeaderContentType); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != echo.MIMEApplicationJSON && !strings.HasSuffix(mt, "+json")) {
+			return kindUnsupportedMedia.problem("Send JSON with Content-Type: application/json.")
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), req.Body, bodyLimit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return kindTooLarge.problemf("Request bodies are limited to %d bytes.", bodyLimit)
+		}
+		return kindInvalidRequest.problem("The request body could not be read.")
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return kindInvalidRequest.problem("The request body is empty: send a JSON object.")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(dst); err != nil {
+		return kindInvalidRequest.problem(describeJSONError(err))
+	}
+	if dec.More() {
+		return kindInvalidRequest.problem("The request body holds more than one JSON value.")
+	}
+	if v := reflect.ValueOf(dst); v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return nil
+	}
+	if err := b.validate.Struct(dst); err != nil {
+		return kindInvalidRequest.problem(describeValidation(err))
+	}
+	return nil
+}
+
+func describeJSONError(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("The body is not valid JSON (syntax error at byte %d).", se.Offset)
+	case errors.As(err, &te):
+		if te.Field != "" {
+			return fmt.Sprintf("Field %q must be a JSON %s.", te.Field, jsonKind(te.Type.Kind().String()))
+		}
+		return "The body must be a JSON object."
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return "The body is not valid JSON (it ends too early)."
+	}
+	return "The body is not valid JSON."
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "string":
+		return "string"
+	case "map", "struct":
+		return "object"
+	case "slice", "array":
+		return "array"
+	case "bool":
+		return "boolean"
+	}
+	return "number"
+}
+
+func describeValidation(err error) string {
+	var ves validator.ValidationErrors
+	if !errors.As(err, &ves) || len(ves) == 0 {
+		return "The request is invalid."
+	}
+	var parts []string
+	for _, fe := range ves {
+		name := fe.Field()
+		switch fe.Tag() {
+		case "required":
+			parts = append(parts, fmt.Sprintf("%q is required and must not be empty", name))
+		case "required_with":
+			parts = append(parts, fmt.Sprintf("%q is required together with %q", name, fe.Param()))
+		case "max":
+			parts = append(parts, fmt.Sprintf("%q must be at most %s characters", name, fe.Param()))
+		case "printascii":
+			parts = append(parts, fmt.Sprintf("%q must be printable ASCII", name))
+		default:
+			parts = append(parts, fmt.Sprintf("%q is invalid (%s)", name, fe.Tag()))
+		}
+	}
+	return "Invalid request: " + strings.Join(parts, "; ") + "."
+}
+
+func jsonEncode(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}

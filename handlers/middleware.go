@@ -1,0 +1,69 @@
+package handlers
+
+import (
+	"fmt"
+	"log/slog"
+	"runtime"
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+const requestIDKey = "wxtoken.request_id"
+
+func requestID(c echo.Context) string {
+	id, _ := c.Get(requestIDKey).(string)
+	return id
+}
+
+// accessLog writes one line per request. It logs the route pattern, never
+// the URL's query, headers or body: those carry codes, tokens and user data.
+func (h *server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		if err != nil {
+			// Render now so the logged status is the one the client got.
+			c.Error(err)
+		}
+		status := c.Response().Status
+		attrs := []any{
+			"request_id", requestID(c),
+			"method", c.Request().Method,
+			"route", c.Path(),
+			"status", status,
+			"duration_ms", float64(time.Since(start).Microseconds()) / 1000,
+			"bytes", c.Response().Size,
+			"client_ip", c.RealIP(),
+		}
+		if p, ok := problemFor(err); ok && err != nil {
+			attrs = append(attrs, "problem", p.Type)
+			if p.Errcode != nil {
+				attrs = append(attrs, "errcode", *p.Errcode)
+			}
+		}
+		level := slog.LevelInfo
+		if status >= 500 {
+			level = slog.LevelWarn
+		}
+		h.cfg.Logger.Log(c.Request().Context(), level, "request", attrs...)
+		return nil
+	}
+}
+
+// recoverer turns a panic in a handler into a logged 500 so one bad request
+// cannot take the process down. The panic value is logged, not answered.
+func (h *server) recoverer(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				buf := make([]byte, 4<<10)
+				buf = buf[:runtime.Stack(buf, false)]
+				h.cfg.Logger.ErrorContext(c.Request().Context(), "panic in handler",
+					"request_id", requestID(c), "route", c.Path(), "panic", fmt.Sprintf("%T", r), "stack", string(buf))
+				err = fmt.Errorf("handlers: panic %T", r)
+			}
+		}()
+		return next(c)
+	}
+}

@@ -1,0 +1,196 @@
+// Package handlers is wxtoken's HTTP surface: the only code that knows echo.
+// It binds and validates requests, calls the domain through the small
+// interfaces declared here, and renders every failure as RFC 9457 problem
+// details through one error handler.
+package handlers
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"golang.org/x/time/rate"
+
+	"github.com/wxtoken/wxtoken/secret"
+	"github.com/wxtoken/wxtoken/token"
+	"github.com/wxtoken/wxtoken/wechat"
+)
+
+// WeChat is what the handlers need from WeChat's servers; *wechat.Client
+// implements it.
+type WeChat interface {
+	Code2Session(ctx context.Context, app wechat.Credentials, code string) (wechat.Session, error)
+	PhoneNumber(ctx context.Context, app wechat.Credentials, code, openid string) (wechat.PhoneInfo, error)
+	CheckSession(ctx context.Context, app wechat.Credentials, openid string, sessionKey secret.String) (bool, error)
+}
+
+// Tokens issues and verifies access tokens; *token.Service implements it.
+type Tokens interface {
+	Issue(ctx context.Context, id token.Identity) (token.Issued, error)
+	Verify(ctx context.Context, raw string) (*token.Session, error)
+}
+
+// Apps finds a mini program's credentials by appid, per request, so one
+// deployment can serve several mini programs.
+type Apps interface {
+	// Lookup returns the credentials of appid, or false when it is not served here.
+	Lookup(appid string) (wechat.Credentials, bool)
+	// Default is the appid used when a login names none.
+	Default() string
+}
+
+// JWKS returns the published keys document and its ETag.
+type JWKS func() (body []byte, etag string)
+
+// Config gathers the handlers' dependencies and settings. Everything is
+// passed in; nothing is read from the environment here.
+type Config struct {
+	Logger  *slog.Logger
+	WeChat  WeChat
+	Tokens  Tokens
+	Apps    Apps
+	JWKS    JWKS
+	OpenAPI []byte
+	// Ready reports whether the service can answer logins (keys loaded, not draining).
+	Ready func() error
+	// Dev turns on the dev-only routes (/dev/encrypt).
+	Dev bool
+	// LoginRate is logins per second per client IP; 0 turns the limit off.
+	LoginRate  float64
+	LoginBurst int
+	// TrustedProxies lists the peers whose X-Forwarded-For is believed.
+	TrustedProxies []*net.IPNet
+	// JWKSMaxAge is the Cache-Control max-age of the JWKS.
+	JWKSMaxAge time.Duration
+	Now        func() time.Time
+}
+
+// New builds the echo server with every route. main serves it with its own
+// http.Server so timeouts and shutdown stay in one place.
+func New(cfg Config) (*echo.Echo, error) {
+	if cfg.Logger == nil || cfg.WeChat == nil || cfg.Tokens == nil || cfg.Apps == nil || cfg.JWKS == nil {
+		return nil, errors.New("handlers: logger, wechat, tokens, apps and jwks are required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Ready == nil {
+		cfg.Ready = func() error { return nil }
+	}
+	h := &server{cfg: cfg, bind: newBinder()}
+
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.Logger.SetOutput(discard{})
+	e.HTTPErrorHandler = errorHandler(cfg.Logger)
+	e.IPExtractor = ipExtractor(cfg.TrustedProxies)
+
+	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{
+		RequestIDHandler: func(c echo.Context, id string) { c.Set(requestIDKey, id) },
+	}))
+	e.Use(h.accessLog)
+	e.Use(h.recoverer)
+	e.Use(securityHeaders)
+
+	e.GET("/healthz", h.healthz)
+	e.GET("/readyz", h.readyz)
+	e.GET("/.well-known/jwks.json", h.jwks)
+	e.GET("/openapi.yaml", h.openapi)
+
+	e.POST("/v1/login", h.login, h.loginLimiter())
+
+	auth := e.Group("", h.bearer)
+	auth.POST("/v1/decrypt", h.decrypt)
+	auth.POST("/v1/userinfo", h.userinfo)
+	auth.POST("/v1/phone-number", h.phoneNumber)
+	auth.POST("/v1/session/check", h.sessionCheck)
+	if cfg.Dev {
+		auth.POST("/dev/encrypt", h.devEncrypt)
+	}
+	return e, nil
+}
+
+type server struct {
+	cfg  Config
+	bind *binder
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// ipExtractor believes X-Forwarded-For only from listed proxies; otherwise
+// the TCP peer is the client, so a client cannot pick its own rate-limit key.
+func ipExtractor(trusted []*net.IPNet) echo.IPExtractor {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect()
+	}
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, n := range trusted {
+		opts = append(opts, echo.TrustIPRange(n))
+	}
+	return echo.ExtractIPFromXFFHeader(opts...)
+}
+
+// loginLimiter is a token bucket per client IP (golang.org/x/time/rate inside
+// echo's memory store). Over the limit: 429 with Retry-After.
+func (h *server) loginLimiter() echo.MiddlewareFunc {
+	if h.cfg.LoginRate <= 0 {
+		return func(next echo.HandlerFunc) echo.HandlerFunc { return next }
+	}
+	burst := h.cfg.LoginBurst
+	if burst < 1 {
+		burst = 1
+	}
+	store := middleware.NewRateLimiterMemoryStoreWithConfig(middleware.RateLimiterMemoryStoreConfig{
+		Rate:      rate.Limit(h.cfg.LoginRate),
+		Burst:     burst,
+		ExpiresIn: 3 * time.Minute,
+	})
+	retry := time.Duration(float64(time.Second) / h.cfg.LoginRate)
+	if retry < time.Second {
+		retry = time.Second
+	}
+	limited := func() error {
+		return kindRateLimited.problem("Too many logins from this address. Retry later.").withRetryAfter(retry)
+	}
+	return middleware.RateLimiterWithConfig(middleware.RateLimiterConfig{
+		Store:               store,
+		IdentifierExtractor: func(c echo.Context) (string, error) { return c.RealIP(), nil },
+		ErrorHandler:        func(echo.Context, error) error { return limited() },
+		DenyHandler:         func(echo.Context, string, error) error { return limited() },
+	})
+}
+
+func securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Response().Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		return next(c)
+	}
+}
+
+func (h *server) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (h *server) readyz(c echo.Context) error {
+	if err := h.cfg.Ready(); err != nil {
+		return kindUnavailable.problem("Not ready: " + err.Error()).withRetryAfter(time.Second)
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (h *server) openapi(c echo.Context) error {
+	if len(h.cfg.OpenAPI) == 0 {
+		return kindNotFound.problem("No OpenAPI document is bundled.")
+	}
+	return c.Blob(http.StatusOK, "application/yaml", h.cfg.OpenAPI)
+}

@@ -1,0 +1,161 @@
+package handlers
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"encoding/json"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/wxtoken/wxtoken/wechat"
+)
+
+type decryptRequest struct {
+	EncryptedData string `json:"encryptedData" validate:"required,max=49152"`
+	IV            string `json:"iv" validate:"required,max=64"`
+}
+
+type decryptResponse struct {
+	Data json.RawMessage `json:"data"`
+}
+
+// decrypt opens user data WeChat encrypted for this session. Every
+// key-dependent failure answers the same problem (no padding oracle).
+func (h *server) decrypt(c echo.Context) error {
+	var req decryptRequest
+	if err := h.bind.bind(c, &req); err != nil {
+		return err
+	}
+	s := sessionOf(c)
+	data, err := wechat.DecryptUserData(s.SessionKey, s.AppID, req.EncryptedData, req.IV)
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.JSON(http.StatusOK, decryptResponse{Data: data})
+}
+
+type userinfoRequest struct {
+	RawData       string `json:"rawData" validate:"required,max=16384"`
+	Signature     string `json:"signature" validate:"required,max=64"`
+	EncryptedData string `json:"encryptedData" validate:"required_with=IV,max=49152"`
+	IV            string `json:"iv" validate:"required_with=EncryptedData,max=64"`
+}
+
+type userinfoResponse struct {
+	Profile json.RawMessage `json:"profile"`
+	Data    json.RawMessage `json:"data,omitempty"`
+}
+
+// userinfo checks that rawData really came from WeChat for this session
+// (signature = sha1(rawData + session_key)) and answers the profile, plus the
+// decrypted data (with openId and unionId) when it is given.
+func (h *server) userinfo(c echo.Context) error {
+	var req userinfoRequest
+	if err := h.bind.bind(c, &req); err != nil {
+		return err
+	}
+	s := sessionOf(c)
+	if !wechat.VerifyRawData(s.SessionKey, req.RawData, req.Signature) {
+		return kindBadSignature.problem("signature is not sha1(rawData + session_key) for this session. " +
+			"Send rawData exactly as the mini program received it; if the mini program called wx.login() again, log in again.")
+	}
+	raw := []byte(req.RawData)
+	if !json.Valid(raw) || !bytes.HasPrefix(bytes.TrimSpace(raw), []byte("{")) {
+		return kindInvalidRequest.problem("rawData is not a JSON object.")
+	}
+	resp := userinfoResponse{Profile: raw}
+	if req.EncryptedData != "" {
+		data, err := wechat.DecryptUserData(s.SessionKey, s.AppID, req.EncryptedData, req.IV)
+		if err != nil {
+			return err
+		}
+		resp.Data = data
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.JSON(http.StatusOK, resp)
+}
+
+type phoneRequest struct {
+	Code string `json:"code" validate:"required,max=256,printascii"`
+}
+
+type phoneResponse struct {
+	PhoneNumber     string `json:"phoneNumber"`
+	PurePhoneNumber string `json:"purePhoneNumber"`
+	CountryCode     string `json:"countryCode"`
+}
+
+// phoneNumber redeems a getPhoneNumber button code for this user's number.
+// The token's openid goes along so WeChat refuses a code taken from another user.
+func (h *server) phoneNumber(c echo.Context) error {
+	var req phoneRequest
+	if err := h.bind.bind(c, &req); err != nil {
+		return err
+	}
+	s := sessionOf(c)
+	app, err := h.credentials(s)
+	if err != nil {
+		return err
+	}
+	info, err := h.cfg.WeChat.PhoneNumber(c.Request().Context(), app, req.Code, s.OpenID)
+	if err != nil {
+		return err
+	}
+	if subtle.ConstantTimeCompare([]byte(info.Watermark.AppID), []byte(s.AppID)) != 1 {
+		return kindInvalidCode.problem("WeChat's answer for this phone code carries another app's watermark.")
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.JSON(http.StatusOK, phoneResponse{
+		PhoneNumber: info.PhoneNumber, PurePhoneNumber: info.PurePhoneNumber, CountryCode: info.CountryCode,
+	})
+}
+
+type sessionCheckResponse struct {
+	Valid bool `json:"valid"`
+}
+
+// sessionCheck asks WeChat whether the token's session_key is still the
+// user's current one. false means: call wx.login() and log in again.
+func (h *server) sessionCheck(c echo.Context) error {
+	s := sessionOf(c)
+	app, err := h.credentials(s)
+	if err != nil {
+		return err
+	}
+	valid, err := h.cfg.WeChat.CheckSession(c.Request().Context(), app, s.OpenID, s.SessionKey)
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.JSON(http.StatusOK, sessionCheckResponse{Valid: valid})
+}
+
+type devEncryptResponse struct {
+	EncryptedData string `json:"encryptedData"`
+	IV            string `json:"iv"`
+}
+
+// devEncrypt (dev mode only) encrypts a JSON object the way WeChat would for
+// this session, adding the watermark, so /v1/decrypt can be tried with curl.
+func (h *server) devEncrypt(c echo.Context) error {
+	var obj map[string]any
+	if err := h.bind.bind(c, &obj); err != nil {
+		return err
+	}
+	if obj == nil {
+		return kindInvalidRequest.problem("The body must be a JSON object.")
+	}
+	s := sessionOf(c)
+	obj["watermark"] = map[string]any{"appid": s.AppID, "timestamp": h.cfg.Now().Unix()}
+	plain, err := json.Marshal(obj)
+	if err != nil {
+		return err
+	}
+	enc, iv, err := wechat.EncryptUserData(s.SessionKey, plain)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, devEncryptResponse{EncryptedData: enc, IV: iv})
+}

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/wxtoken/wxtoken/keys"
+)
+
+const keysUsage = `Usage: wxtoken keys <init|rotate|list|prune> [flags]
+
+  init [--alg ES256|EdDSA|RS256]  create the keys directory; an existing one is left as it is
+  rotate [--now]                  next → active → retired, and a fresh next key. --now (after a leak):
+                                  drop every old key at once; tokens they signed stop working
+  list [--json]                   kid, kind, alg, state, created, prunable-after
+  prune                           delete retired keys past token TTL + leeway
+
+The directory is WXTOKEN_KEYS_DIR (default ./keys), or --dir. list and prune use WXTOKEN_TOKEN_TTL
+and WXTOKEN_LEEWAY to tell when a retired key can go.
+`
+
+func runKeys(_ context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, keysUsage)
+		return errUsage
+	}
+	sub := args[0]
+	if sub == "-h" || sub == "--help" || sub == "help" {
+		fmt.Fprint(stdout, keysUsage)
+		return nil
+	}
+	cfg := loadConfig(getenv)
+	fs := newFlagSet("keys "+sub, keysUsage, stdout, stderr)
+	fs.StringVar(&cfg.KeysDir, "dir", cfg.KeysDir, "keys directory (WXTOKEN_KEYS_DIR)")
+	var alg string
+	var now, asJSON bool
+	switch sub {
+	case "init":
+		fs.StringVar(&alg, "alg", defaultSigningAlg, "signing algorithm: ES256, EdDSA or RS256")
+	case "rotate":
+		fs.BoolVar(&now, "now", false, "emergency rotation: drop all old keys immediately")
+	case "list":
+		fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	case "prune":
+	default:
+		fmt.Fprintf(stderr, "unknown keys command %q\n\n%s", sub, keysUsage)
+		return errUsage
+	}
+	if done, err := parseFlags(fs, args[1:], stdout); done {
+		return err
+	}
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	dir := keys.NewDir(cfg.KeysDir, nil)
+	switch sub {
+	case "init":
+		created, err := dir.Init(alg)
+		if err != nil {
+			return err
+		}
+		if !created {
+			fmt.Fprintf(stdout, "%s already holds keys; nothing changed (use 'wxtoken keys rotate' to rotate)\n", cfg.KeysDir)
+			return nil
+		}
+		fmt.Fprintf(stdout, "created %s keys in %s\n", alg, cfg.KeysDir)
+		return printKeys(stdout, dir, cfg.retention(), false)
+	case "rotate":
+		if err := dir.Rotate(now); err != nil {
+			return err
+		}
+		if now {
+			fmt.Fprintln(stdout, "emergency rotation done: all earlier keys are gone; tokens they signed no longer verify")
+		} else {
+			fmt.Fprintln(stdout, "rotated: the next key now signs; the old one stays published until its tokens expire")
+		}
+		return printKeys(stdout, dir, cfg.retention(), false)
+	case "list":
+		return printKeys(stdout, dir, cfg.retention(), asJSON)
+	default: // prune
+		pruned, err := dir.Prune(cfg.retention())
+		if err != nil {
+			return err
+		}
+		for _, k := range pruned {
+			fmt.Fprintf(stdout, "pruned %s key %s\n", k.Kind, k.KID)
+		}
+		if len(pruned) == 0 {
+			fmt.Fprintln(stdout, "nothing to prune")
+		}
+		return nil
+	}
+}
+
+func printKeys(w io.Writer, dir *keys.Dir, retention time.Duration, asJSON bool) error {
+	list, err := dir.List(retention)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		type row struct {
+			KID        string     `json:"kid"`
+			Kind       keys.Kind  `json:"kind"`
+			Alg        string     `json:"alg"`
+			State      keys.State `json:"state"`
+			Created    time.Time  `json:"created"`
+			Activated  *time.Time `json:"activated,omitempty"`
+			Retired    *time.Time `json:"retired,omitempty"`
+			PruneAfter *time.Time `json:"prune_after,omitempty"`
+		}
+		rows := make([]row, 0, len(list))
+		for _, k := range list {
+			rows = append(rows, row{k.KID, k.Kind, k.Alg, k.State, k.Created, k.Activated, k.Retired, k.PruneAfter})
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rows)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KID\tKIND\tALG\tSTATE\tCREATED\tPRUNE AFTER")
+	for _, k := range list {
+		prune := "-"
+		if k.PruneAfter != nil {
+			prune = k.PruneAfter.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.KID, k.Kind, k.Alg, k.State, k.Created.UTC().Format(time.RFC3339), prune)
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `wxtoken turns a WeChat mini program's wx.login() code into a signed, stateless JWT.
+
+Usage:
+  wxtoken serve [--dev] [flags]      run the HTTP server
+  wxtoken keys init [--alg ALG]      create the keys directory (ES256, EdDSA or RS256)
+  wxtoken keys rotate [--now]        next key becomes active, active retires, a new next key is made
+  wxtoken keys list [--json]         show keys, their state and when they may be pruned
+  wxtoken keys prune                 delete retired keys no token can still need
+  wxtoken version                    print the version
+
+Run 'wxtoken <command> --help' for a command's flags.
+
+Environment:
+  WXTOKEN_ADDR                 listen address (default :8080)
+  WXTOKEN_ISSUER               the iss claim (default http://localhost:8080)
+  WXTOKEN_KEYS_DIR             keys directory (default ./keys; ./.wxtoken-dev/keys with --dev)
+  WXTOKEN_TOKEN_TTL            token lifetime (default 2h)
+  WXTOKEN_LEEWAY               clock-skew leeway for exp/iat/nbf (default 30s)
+  WECHAT_APPID                 the mini program's appid (required by serve)
+  WECHAT_SECRET                its appsecret (required by serve, or WECHAT_SECRET_FILE)
+  WECHAT_SECRET_FILE           a file holding the appsecret
+  WECHAT_API_BASE              WeChat's API base URL (default https://api.weixin.qq.com)
+  WECHAT_TIMEOUT               total timeout of one WeChat call (default 5s)
+  WXTOKEN_LOGIN_RATE           logins per second per client IP (default 10; 0 turns the limit off)
+  WXTOKEN_LOGIN_BURST          login burst per client IP (default 20)
+  WXTOKEN_TRUSTED_PROXIES      IPs/CIDRs whose X-Forwarded-For is believed (default none)
+  WXTOKEN_UPSTREAM_CONCURRENCY concurrent WeChat calls at most (default 64)
+  WXTOKEN_ROTATE_EVERY         automatic key rotation period (default off)
+  WXTOKEN_RELOAD_INTERVAL      how often the keys directory is checked for changes (default 2s)
+  WXTOKEN_JWKS_MAX_AGE         Cache-Control max-age of the JWKS (default 5m)
+  WXTOKEN_SHUTDOWN_GRACE       how long in-flight requests may finish on SIGTERM (default 15s)
+  WXTOKEN_LOG_LEVEL            debug, info, warn or error (default info)
+`
+
+// errUsage marks a command-line mistake: the usage has been printed already.
+var errUsage = errors.New("usage error")
+
+// run is the whole program, minus os.Exit: tests call it in-process.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) < 2 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	switch cmd := args[1]; cmd {
+	case "serve":
+		return runServe(ctx, args[2:], getenv, stdout, stderr)
+	case "keys":
+		return runKeys(ctx, args[2:], getenv, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "wxtoken", version)
+		return nil
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprintf(stderr, "unknown command %q\n\n%s", cmd, usage)
+		return errUsage
+	}
+}
+
+// newFlagSet makes a flag set that prints its help to stdout on --help and
+// its errors to stderr, and never exits the process.
+func newFlagSet(name, help string, stdout, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), help)
+		fs.PrintDefaults()
+	}
+	_ = stdout
+	return fs
+}
+
+// parseFlags parses args; --help prints to stdout and reports done.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (done bool, err error) {
+	err = fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return true, nil
+	}
+	if err != nil {
+		return true, errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected argument %q\n", fs.Arg(0))
+		return true, errUsage
+	}
+	return false, nil
+}

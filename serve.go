@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	_ "embed"
+
+	"github.com/wxtoken/wxtoken/emulator"
+	"github.com/wxtoken/wxtoken/handlers"
+	"github.com/wxtoken/wxtoken/keys"
+	"github.com/wxtoken/wxtoken/secret"
+	"github.com/wxtoken/wxtoken/token"
+	"github.com/wxtoken/wxtoken/wechat"
+)
+
+//go:embed openapi.yaml
+var openAPISpec []byte
+
+const serveUsage = `Usage: wxtoken serve [--dev] [flags]
+
+Runs the HTTP server. Needs WECHAT_APPID, WECHAT_SECRET (or WECHAT_SECRET_FILE) and a keys directory
+made by 'wxtoken keys init'. With --dev it needs nothing: a built-in WeChat emulator answers instead of
+WeChat and keys are made on first use. See 'wxtoken --help' for every environment variable.
+
+Flags:
+`
+
+const devBanner = `
+  ************************************************************************
+  *  wxtoken DEV MODE: WeChat is EMULATED in this process.               *
+  *  Any code logs in. Keys are made on first use. Never use in production.
+  ************************************************************************
+`
+
+func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg := loadConfig(getenv)
+	fs := newFlagSet("serve", serveUsage, stdout, stderr)
+	cfg.serveFlags(fs)
+	if done, err := parseFlags(fs, args, stdout); done {
+		return err
+	}
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	if err := cfg.resolveSecret(); err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+
+	if cfg.Dev {
+		stop, err := startDev(ctx, cfg, logger, stderr)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	} else if cfg.AppID == "" || cfg.Secret.Empty() {
+		return errors.New("WECHAT_APPID and WECHAT_SECRET (or WECHAT_SECRET_FILE) must be set; for a first try without a WeChat account run: wxtoken serve --dev")
+	}
+
+	dir := keys.NewDir(cfg.KeysDir, nil)
+	store, err := keys.NewStore(dir, cfg.retention(), logger)
+	if errors.Is(err, keys.ErrNoKeys) {
+		return fmt.Errorf("no keys in %s: run 'wxtoken keys init' first (WXTOKEN_KEYS_DIR=%s)", cfg.KeysDir, cfg.KeysDir)
+	}
+	if err != nil {
+		return fmt.Errorf("load keys: %w", err)
+	}
+	for _, w := range dir.CheckPermissions() {
+		logger.Warn(w)
+	}
+
+	client, err := wechat.NewClient(wechat.Config{
+		BaseURL:       cfg.APIBase,
+		Timeout:       cfg.WeChatTimeout,
+		MaxConcurrent: cfg.UpstreamConcurrency,
+		Logger:        logger,
+	})
+	if err != nil {
+		return err
+	}
+	tokens, err := token.New(token.Config{
+		Issuer:    cfg.Issuer,
+		TTL:       cfg.TokenTTL,
+		Leeway:    cfg.Leeway,
+		Audiences: []string{cfg.AppID},
+		Keys:      store,
+	})
+	if err != nil {
+		return err
+	}
+	var draining atomic.Bool
+	e, err := handlers.New(handlers.Config{
+		Logger:  logger,
+		WeChat:  client,
+		Tokens:  tokens,
+		Apps:    singleApp{wechat.Credentials{AppID: cfg.AppID, Secret: cfg.Secret}},
+		JWKS:    func() ([]byte, string) { return store.Current().JWKS() },
+		OpenAPI: openAPISpec,
+		Ready: func() error {
+			if draining.Load() {
+				return errors.New("shutting down")
+			}
+			return nil
+		},
+		Dev:            cfg.Dev,
+		LoginRate:      cfg.LoginRate,
+		LoginBurst:     cfg.LoginBurst,
+		TrustedProxies: cfg.TrustedProxies,
+		JWKSMaxAge:     cfg.JWKSMaxAge,
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           e,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      cfg.WeChatTimeout*3 + 10*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+
+	bg, cancelBG := context.WithCancel(ctx)
+	defer cancelBG()
+	go store.Watch(bg, cfg.ReloadInterval)
+	go reloadOnHangup(bg, store, logger)
+	if cfg.RotateEvery > 0 {
+		go autoRotate(bg, dir, store, cfg.RotateEvery, logger)
+	}
+
+	logger.Info("listening", "addr", ln.Addr().String(), "issuer", cfg.Issuer, "appid", cfg.AppID,
+		"keys_dir", cfg.KeysDir, "dev", cfg.Dev)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	draining.Store(true)
+	logger.Info("shutting down: draining in-flight requests", "grace", cfg.ShutdownGrace.String())
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// singleApp serves one mini program. Handlers look the app up per request,
+// so serving several later only changes this type.
+type singleApp struct{ app wechat.Credentials }
+
+func (s singleApp) Lookup(appid string) (wechat.Credentials, bool) {
+	return s.app, appid == s.app.AppID
+}
+
+func (s singleApp) Default() string { return s.app.AppID }
+
+// startDev prepares dev mode: keys made on first use and a WeChat emulator
+// on a loopback port, reached through the real WeChat client.
+func startDev(ctx context.Context, cfg *config, logger *slog.Logger, stderr io.Writer) (stop func(), err error) {
+	fmt.Fprint(stderr, devBanner)
+	if !cfg.keysDirSet {
+		cfg.KeysDir = defaultDevKeysDir
+	}
+	created, err := keys.NewDir(cfg.KeysDir, nil).Init(defaultSigningAlg)
+	if err != nil {
+		return nil, fmt.Errorf("dev keys: %w", err)
+	}
+	if created {
+		logger.Warn("dev mode: created keys", "keys_dir", cfg.KeysDir)
+	}
+	if cfg.AppID == "" {
+		cfg.AppID = devAppID
+	}
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, err
+	}
+	cfg.Secret = secret.String(hex.EncodeToString(b[:]))
+	emu := emulator.New(emulator.Config{
+		Apps:    map[string]string{cfg.AppID: cfg.Secret.Reveal()},
+		UnionID: true,
+		Logger:  logger.With("component", "emulator"),
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("dev emulator: %w", err)
+	}
+	srv := &http.Server{Handler: emu, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	cfg.APIBase = "http://" + ln.Addr().String()
+	logger.Warn("DEV MODE: WeChat is emulated; any code logs in; never use in production",
+		"appid", cfg.AppID, "emulator", cfg.APIBase)
+	return func() { _ = srv.Close() }, nil
+}
+
+// reloadOnHangup re-reads the keys directory on SIGHUP, for operators who
+// would rather not wait for the next poll.
+func reloadOnHangup(ctx context.Context, store *keys.Store, logger *slog.Logger) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	defer signal.Stop(ch)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+			logger.Info("SIGHUP: reloading keys")
+			_ = store.Reload()
+		}
+	}
+}
+
+// autoRotate rotates the keys every period. Replicas sharing the directory
+// all run it; the directory lock in RotateIfDue makes exactly one rotate.
+func autoRotate(ctx context.Context, dir *keys.Dir, store *keys.Store, every time.Duration, logger *slog.Logger) {
+	check := every / 10
+	if check > time.Minute {
+		check = time.Minute
+	}
+	if check < 100*time.Millisecond {
+		check = 100 * time.Millisecond
+	}
+	t := time.NewTicker(check)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			rotated, err := dir.RotateIfDue(every)
+			if err != nil {
+				logger.Error("automatic key rotation failed", "err", err.Error())
+				continue
+			}
+			if rotated {
+				logger.Info("automatic key rotation done")
+				_ = store.Reload()
+			}
+		}
+	}
+}
