@@ -18,6 +18,8 @@ import (
 
 	_ "embed"
 
+	"github.com/labstack/echo/v4"
+
 	"github.com/wxtoken/wxtoken/emulator"
 	"github.com/wxtoken/wxtoken/handlers"
 	"github.com/wxtoken/wxtoken/keys"
@@ -70,60 +72,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return errors.New("WECHAT_APPID and WECHAT_SECRET (or WECHAT_SECRET_FILE) must be set; for a first try without a WeChat account run: wxtoken serve --dev")
 	}
 
-	dir := keys.NewDir(cfg.KeysDir, nil)
-	store, err := keys.NewStore(dir, cfg.retention(), logger)
-	if errors.Is(err, keys.ErrNoKeys) {
-		return fmt.Errorf("no keys in %s: run 'wxtoken keys init' first (WXTOKEN_KEYS_DIR=%s)", cfg.KeysDir, cfg.KeysDir)
-	}
-	if err != nil {
-		return fmt.Errorf("load keys: %w", err)
-	}
-	for _, w := range dir.CheckPermissions() {
-		logger.Warn(w)
-	}
-
-	client, err := wechat.NewClient(wechat.Config{
-		BaseURL:       cfg.APIBase,
-		Timeout:       cfg.WeChatTimeout,
-		MaxConcurrent: cfg.UpstreamConcurrency,
-		Logger:        logger,
-	})
+	a, err := newApp(cfg, logger)
 	if err != nil {
 		return err
 	}
-	tokens, err := token.New(token.Config{
-		Issuer:    cfg.Issuer,
-		TTL:       cfg.TokenTTL,
-		Leeway:    cfg.Leeway,
-		Audiences: []string{cfg.AppID},
-		Keys:      store,
-	})
-	if err != nil {
-		return err
-	}
-	var draining atomic.Bool
-	e, err := handlers.New(handlers.Config{
-		Logger:  logger,
-		WeChat:  client,
-		Tokens:  tokens,
-		Apps:    singleApp{wechat.Credentials{AppID: cfg.AppID, Secret: cfg.Secret}},
-		JWKS:    func() ([]byte, string) { return store.Current().JWKS() },
-		OpenAPI: openAPISpec,
-		Ready: func() error {
-			if draining.Load() {
-				return errors.New("shutting down")
-			}
-			return nil
-		},
-		Dev:            cfg.Dev,
-		LoginRate:      cfg.LoginRate,
-		LoginBurst:     cfg.LoginBurst,
-		TrustedProxies: cfg.TrustedProxies,
-		JWKSMaxAge:     cfg.JWKSMaxAge,
-	})
-	if err != nil {
-		return err
-	}
+	e, store, dir := a.echo, a.store, a.dir
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -158,7 +111,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	draining.Store(true)
+	a.draining.Store(true)
 	logger.Info("shutting down: draining in-flight requests", "grace", cfg.ShutdownGrace.String())
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
@@ -168,6 +121,74 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// app is the wired service, before it listens: tests build one to check
+// its routes against openapi.yaml.
+type app struct {
+	echo     *echo.Echo
+	store    *keys.Store
+	dir      *keys.Dir
+	draining *atomic.Bool
+}
+
+// newApp wires keys, the WeChat client, the token service and the handlers.
+func newApp(cfg *config, logger *slog.Logger) (*app, error) {
+	dir := keys.NewDir(cfg.KeysDir, nil)
+	store, err := keys.NewStore(dir, cfg.retention(), logger)
+	if errors.Is(err, keys.ErrNoKeys) {
+		return nil, fmt.Errorf("no keys in %s: run 'wxtoken keys init' first (WXTOKEN_KEYS_DIR=%s)", cfg.KeysDir, cfg.KeysDir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load keys: %w", err)
+	}
+	for _, w := range dir.CheckPermissions() {
+		logger.Warn(w)
+	}
+
+	client, err := wechat.NewClient(wechat.Config{
+		BaseURL:       cfg.APIBase,
+		Timeout:       cfg.WeChatTimeout,
+		MaxConcurrent: cfg.UpstreamConcurrency,
+		Logger:        logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := token.New(token.Config{
+		Issuer:    cfg.Issuer,
+		TTL:       cfg.TokenTTL,
+		Leeway:    cfg.Leeway,
+		Audiences: []string{cfg.AppID},
+		Keys:      store,
+	})
+	if err != nil {
+		return nil, err
+	}
+	draining := new(atomic.Bool)
+	e, err := handlers.New(handlers.Config{
+		Logger:  logger,
+		WeChat:  client,
+		Tokens:  tokens,
+		Apps:    singleApp{wechat.Credentials{AppID: cfg.AppID, Secret: cfg.Secret}},
+		JWKS:    func() ([]byte, string) { return store.Current().JWKS() },
+		OpenAPI: openAPISpec,
+		Ready: func() error {
+			if draining.Load() {
+				return errors.New("shutting down")
+			}
+			return nil
+		},
+		Dev:            cfg.Dev,
+		LoginRate:      cfg.LoginRate,
+		LoginBurst:     cfg.LoginBurst,
+		TrustedProxies: cfg.TrustedProxies,
+		JWKSMaxAge:     cfg.JWKSMaxAge,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &app{echo: e, store: store, dir: dir, draining: draining}, nil
 }
 
 // singleApp serves one mini program. Handlers look the app up per request,

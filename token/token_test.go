@@ -10,16 +10,12 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
-
 	"github.com/wxtoken/wxtoken/keys"
-	"github.com/wxtoken/wxtoken/secret"
 	"github.com/wxtoken/wxtoken/token"
 )
 
@@ -128,7 +124,7 @@ func decodePart(t testing.TB, part string) map[string]any {
 }
 
 func TestVerifyRejects(t *testing.T) {
-	d, path := mustDir(t, "ES256")
+	d, _ := mustDir(t, "ES256")
 	ring := mustRing(t, d)
 	clk := &clock{time.Unix(1_800_000_000, 0)}
 	s := mustService(t, ring, clk)
@@ -256,7 +252,6 @@ func TestVerifyRejects(t *testing.T) {
 	if _, err := s.Verify(ctx, good.Token); err != nil {
 		t.Fatalf("the untouched token must verify: %v", err)
 	}
-	_ = path
 }
 
 func TestVerifyAfterRotation(t *testing.T) {
@@ -334,7 +329,3 @@ func publicPEM(t testing.TB, ring *keys.Ring, kid string) []byte {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 }
-
-var _ = os.Getenv
-var _ = jwt.SigningMethodES256
-var _ = secret.String("")

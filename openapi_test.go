@@ -1,0 +1,191 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/legacy"
+
+	"github.com/wxtoken/wxtoken/handlers"
+)
+
+func loadSpec(t testing.TB) (*openapi3.T, routers.Router) {
+	t.Helper()
+	loader := openapi3.NewLoader()
+	doc, err := loader.LoadFromFile("openapi.yaml")
+	if err != nil {
+		t.Fatalf("load openapi.yaml: %v", err)
+	}
+	if err := doc.Validate(context.Background()); err != nil {
+		t.Fatalf("openapi.yaml is not valid OpenAPI: %v", err)
+	}
+	doc.Servers = nil // match requests to any host (the test server's port)
+	router, err := legacy.NewRouter(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return doc, router
+}
+
+// TestOpenAPIRoutesMatchImplementation: every route the server has is in
+// the spec and every operation in the spec is served, in dev mode (which
+// adds /dev/encrypt) and outside it.
+func TestOpenAPIRoutesMatchImplementation(t *testing.T) {
+	doc, _ := loadSpec(t)
+	spec := map[string]bool{}
+	for path, item := range doc.Paths.Map() {
+		for method := range item.Operations() {
+			spec[method+" "+path] = true
+		}
+	}
+	f := newFixture(t, testAppID)
+	cfg := loadConfig(f.env.getenv)
+	cfg.Dev = true // serve every route, /dev/encrypt included; the emulator URL is already set
+	a, err := newApp(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := map[string]bool{}
+	for _, r := range a.echo.Routes() {
+		if r.Method == "echo_route_not_found" || strings.HasPrefix(r.Method, "echo_") {
+			continue
+		}
+		served[r.Method+" "+r.Path] = true
+	}
+	var missing, extra []string
+	for k := range served {
+		if !spec[k] {
+			missing = append(missing, k)
+		}
+	}
+	for k := range spec {
+		if !served[k] {
+			extra = append(extra, k)
+		}
+	}
+	sort.Strings(missing)
+	sort.Strings(extra)
+	if len(missing) > 0 || len(extra) > 0 {
+		t.Errorf("served but not in openapi.yaml: %v; in openapi.yaml but not served: %v", missing, extra)
+	}
+	if len(served) < 10 {
+		t.Errorf("only %d routes served", len(served))
+	}
+
+	// The problem types the spec lists are exactly the ones the code has.
+	enum := doc.Components.Schemas["Problem"].Value.Properties["type"].Value.Enum
+	inSpec := map[string]bool{}
+	for _, v := range enum {
+		inSpec[v.(string)] = true
+	}
+	for typ := range handlers.Kinds() {
+		if !inSpec[typ] {
+			t.Errorf("problem type %s missing from openapi.yaml", typ)
+		}
+		delete(inSpec, typ)
+	}
+	for typ := range inSpec {
+		t.Errorf("openapi.yaml lists %s, which the code never answers", typ)
+	}
+}
+
+// TestOpenAPIAnswersMatchSpec sends real requests to a dev server and
+// validates each request and answer against openapi.yaml.
+func TestOpenAPIAnswersMatchSpec(t *testing.T) {
+	_, router := loadSpec(t)
+	s := startServer(t, env{"WXTOKEN_ADDR": "127.0.0.1:0", "WXTOKEN_KEYS_DIR": t.TempDir() + "/k", "WXTOKEN_LOGIN_RATE": "0"}, "--dev")
+	tok, _ := login(t, s.URL, "spec-code")
+	enc := postJSON(t, s.URL+"/dev/encrypt", tok, map[string]any{"nickName": "Band"})
+	var etag string
+	{
+		c := do(t, "GET", s.URL+"/.well-known/jwks.json", "", "", nil)
+		etag = c.Header.Get("ETag")
+	}
+
+	type exchange struct {
+		name, method, path, bearer, body string
+		header                           map[string]string
+		status                           int
+	}
+	exchanges := []exchange{
+		{name: "login", method: "POST", path: "/v1/login", body: `{"code":"spec-code-2"}`, status: 200},
+		{name: "login bad code", method: "POST", path: "/v1/login", body: `{"code":"err-40029"}`, status: 400},
+		{name: "login blocked", method: "POST", path: "/v1/login", body: `{"code":"err-40226"}`, status: 403},
+		{name: "login wechat limit", method: "POST", path: "/v1/login", body: `{"code":"err-45011"}`, status: 429},
+		{name: "login busy", method: "POST", path: "/v1/login", body: `{"code":"err--1"}`, status: 503},
+		{name: "login missing code", method: "POST", path: "/v1/login", body: `{}`, status: 400},
+		{name: "decrypt", method: "POST", path: "/v1/decrypt", bearer: tok, body: string(enc.Body), status: 200},
+		{name: "decrypt no token", method: "POST", path: "/v1/decrypt", body: string(enc.Body), status: 401},
+		{name: "decrypt bad iv", method: "POST", path: "/v1/decrypt", bearer: tok, body: `{"encryptedData":"AAAAAAAAAAAAAAAAAAAAAA==","iv":"AA=="}`, status: 400},
+		{name: "userinfo bad signature", method: "POST", path: "/v1/userinfo", bearer: tok, body: `{"rawData":"{}","signature":"00"}`, status: 400},
+		{name: "phone", method: "POST", path: "/v1/phone-number", bearer: tok, body: `{"code":"p1"}`, status: 200},
+		{name: "phone bad code", method: "POST", path: "/v1/phone-number", bearer: tok, body: `{"code":"err-40029"}`, status: 400},
+		{name: "session check", method: "POST", path: "/v1/session/check", bearer: tok, status: 200},
+		{name: "session check bad token", method: "POST", path: "/v1/session/check", bearer: "x.y.z", status: 401},
+		{name: "dev encrypt", method: "POST", path: "/dev/encrypt", bearer: tok, body: `{"a":1}`, status: 200},
+		{name: "jwks", method: "GET", path: "/.well-known/jwks.json", status: 200},
+		{name: "jwks not modified", method: "GET", path: "/.well-known/jwks.json", header: map[string]string{"If-None-Match": etag}, status: 304},
+		{name: "healthz", method: "GET", path: "/healthz", status: 200},
+		{name: "readyz", method: "GET", path: "/readyz", status: 200},
+		{name: "openapi", method: "GET", path: "/openapi.yaml", status: 200},
+	}
+	for _, ex := range exchanges {
+		t.Run(ex.name, func(t *testing.T) {
+			req, err := http.NewRequest(ex.method, s.URL+ex.path, strings.NewReader(ex.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ex.body != "" {
+				req.Header.Set("Content-Type", "application/json")
+			}
+			if ex.bearer != "" {
+				req.Header.Set("Authorization", "Bearer "+ex.bearer)
+			}
+			for k, v := range ex.header {
+				req.Header.Set(k, v)
+			}
+			route, params, err := router.FindRoute(req)
+			if err != nil {
+				t.Fatalf("not in openapi.yaml: %v", err)
+			}
+			reqInput := &openapi3filter.RequestValidationInput{
+				Request: req, PathParams: params, Route: route,
+				Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc},
+			}
+			if ex.status < 400 || ex.status == 401 {
+				if err := openapi3filter.ValidateRequest(context.Background(), reqInput); err != nil {
+					t.Fatalf("request does not match the spec: %v", err)
+				}
+			}
+			req.Body = io.NopCloser(strings.NewReader(ex.body))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != ex.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, ex.status, body)
+			}
+			err = openapi3filter.ValidateResponse(context.Background(), &openapi3filter.ResponseValidationInput{
+				RequestValidationInput: reqInput,
+				Status:                 resp.StatusCode,
+				Header:                 resp.Header,
+				Body:                   io.NopCloser(bytes.NewReader(body)),
+				Options:                &openapi3filter.Options{IncludeResponseStatus: true},
+			})
+			if err != nil {
+				t.Errorf("answer does not match the spec: %v\n%s", err, body)
+			}
+		})
+	}
+}

@@ -1,0 +1,354 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wxtoken/wxtoken/emulator"
+	"github.com/wxtoken/wxtoken/secret"
+	"github.com/wxtoken/wxtoken/wechat"
+)
+
+// TestLoginRateLimitUnderLoad pushes one client far past its login limit on
+// loopback and shows it gets fast 429s with Retry-After, while another client
+// and the health check are served normally.
+func TestLoginRateLimitUnderLoad(t *testing.T) {
+	f := newFixture(t, testAppID)
+	// The proxy on loopback is trusted, so X-Forwarded-For names the client
+	// (documentation addresses: no traffic goes to them).
+	s := startServer(t, f.env.with("WXTOKEN_LOGIN_RATE", "5", "WXTOKEN_LOGIN_BURST", "10",
+		"WXTOKEN_TRUSTED_PROXIES", "127.0.0.1/32,::1"))
+	const attacker, bystander = "203.0.113.7", "198.51.100.23"
+	const total, workers = 300, 16
+
+	type result struct {
+		status  int
+		retry   string
+		latency time.Duration
+	}
+	results := make(chan result, total)
+	var wg sync.WaitGroup
+	jobs := make(chan int)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				req, _ := http.NewRequest("POST", s.URL+"/v1/login", strings.NewReader(fmt.Sprintf(`{"code":"flood-%d"}`, i)))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("X-Forwarded-For", attacker)
+				start := time.Now()
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Errorf("request %d: %v", i, err)
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				results <- result{resp.StatusCode, resp.Header.Get("Retry-After"), time.Since(start)}
+			}
+		}()
+	}
+	start := time.Now()
+	go func() {
+		for i := 0; i < total; i++ {
+			jobs <- i
+		}
+		close(jobs)
+	}()
+
+	// While the flood runs, the bystander logs in and the health check answers.
+	bystanderReq, _ := http.NewRequest("POST", s.URL+"/v1/login", strings.NewReader(`{"code":"bystander"}`))
+	bystanderReq.Header.Set("Content-Type", "application/json")
+	bystanderReq.Header.Set("X-Forwarded-For", bystander)
+	resp, err := http.DefaultClient.Do(bystanderReq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("bystander login = %d during the flood", resp.StatusCode)
+	}
+	if c := do(t, "GET", s.URL+"/healthz", "", "", nil); c.Status != 200 {
+		t.Errorf("healthz = %d during the flood", c.Status)
+	}
+	wg.Wait()
+	close(results)
+	elapsed := time.Since(start)
+
+	var ok, limited int
+	var limitedLatency []time.Duration
+	for r := range results {
+		switch r.status {
+		case 200:
+			ok++
+		case 429:
+			limited++
+			limitedLatency = append(limitedLatency, r.latency)
+			if r.retry == "" {
+				t.Error("429 without Retry-After")
+			}
+		default:
+			t.Errorf("unexpected status %d", r.status)
+		}
+	}
+	// Burst 10 plus 5/s for the flood's duration, with one second of slack.
+	maxOK := 10 + int(5*elapsed.Seconds()) + 5
+	if ok < 10 || ok > maxOK || limited == 0 {
+		t.Fatalf("%d ok, %d limited in %v; want 10..%d ok", ok, limited, elapsed, maxOK)
+	}
+	sort.Slice(limitedLatency, func(i, j int) bool { return limitedLatency[i] < limitedLatency[j] })
+	p99 := limitedLatency[len(limitedLatency)*99/100]
+	t.Logf("flood: %d requests in %v: %d ok, %d limited, 429 p50 %v p99 %v", total, elapsed, ok, limited,
+		limitedLatency[len(limitedLatency)/2], p99)
+	if p99 > 500*time.Millisecond {
+		t.Errorf("429s are slow: p99 %v", p99)
+	}
+	if n := f.emu.Calls("/sns/jscode2session"); n > ok+1 {
+		t.Errorf("WeChat saw %d logins; limited requests must not reach it", n)
+	}
+
+	// Without the trusted proxy, X-Forwarded-For is ignored: a client cannot
+	// escape its limit by inventing addresses.
+	s2 := startServer(t, f.env.with("WXTOKEN_LOGIN_RATE", "1", "WXTOKEN_LOGIN_BURST", "2"))
+	var limited2 int
+	for i := 0; i < 6; i++ {
+		req, _ := http.NewRequest("POST", s2.URL+"/v1/login", strings.NewReader(fmt.Sprintf(`{"code":"spoof-%d"}`, i)))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Forwarded-For", fmt.Sprintf("203.0.113.%d", i+1))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == 429 {
+			limited2++
+		}
+	}
+	if limited2 < 3 {
+		t.Errorf("spoofed X-Forwarded-For escaped the limit: only %d of 6 limited", limited2)
+	}
+}
+
+// TestSIGTERMDrains sends SIGTERM in the middle of a burst of logins: every
+// request gets a full 200 or a clean refusal, the process exits 0, and a
+// restarted server accepts the tokens issued before.
+func TestSIGTERMDrains(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts OS processes")
+	}
+	f := newFixture(t, testAppID)
+	// WeChat answers slowly, so requests are in flight when SIGTERM arrives.
+	f.emu.SetFault("/sns/jscode2session", emulator.Fault{Hang: 400 * time.Millisecond, Times: 0, PassThrough: true})
+	p := startProcess(t, f.env)
+
+	const n = 40
+	type outcome struct {
+		status int
+		token  string
+		err    error
+	}
+	outcomes := make(chan outcome, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			time.Sleep(time.Duration(i%10) * 20 * time.Millisecond)
+			req, _ := http.NewRequest("POST", p.URL+"/v1/login", strings.NewReader(fmt.Sprintf(`{"code":"drain-%d"}`, i)))
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				outcomes <- outcome{err: err}
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			if err != nil {
+				outcomes <- outcome{status: resp.StatusCode, err: fmt.Errorf("broken body: %w", err)}
+				return
+			}
+			var tok string
+			if resp.StatusCode == 200 {
+				tok = extractToken(b)
+			}
+			outcomes <- outcome{status: resp.StatusCode, token: tok}
+		}(i)
+	}
+	time.Sleep(150 * time.Millisecond)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	close(outcomes)
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, p.logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("process did not exit after SIGTERM")
+	}
+
+	var served, refused int
+	var tokens []string
+	for o := range outcomes {
+		switch {
+		case o.err == nil && o.status == 200 && o.token != "":
+			served++
+			tokens = append(tokens, o.token)
+		case o.err != nil && isCleanRefusal(o.err):
+			refused++
+		default:
+			t.Errorf("broken answer: status %d, err %v", o.status, o.err)
+		}
+	}
+	t.Logf("SIGTERM mid-burst: %d served in full, %d refused cleanly", served, refused)
+	if served == 0 {
+		t.Fatal("no in-flight request finished")
+	}
+	f.emu.SetFault("/sns/jscode2session", emulator.Fault{})
+	p2 := startProcess(t, f.env)
+	for _, tok := range tokens[:1] {
+		if c := postJSON(t, p2.URL+"/v1/session/check", tok, nil); c.Status != 200 {
+			t.Errorf("restarted server refused an earlier token: %d %s", c.Status, c.Body)
+		}
+	}
+}
+
+func extractToken(body []byte) string {
+	s := string(body)
+	i := strings.Index(s, `"access_token":"`)
+	if i < 0 || !strings.HasSuffix(strings.TrimSpace(s), "}") {
+		return ""
+	}
+	s = s[i+len(`"access_token":"`):]
+	j := strings.IndexByte(s, '"')
+	if j < 0 {
+		return ""
+	}
+	return s[:j]
+}
+
+// isCleanRefusal: the connection was refused or closed before any answer.
+func isCleanRefusal(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, io.EOF) || strings.Contains(err.Error(), "connection refused") ||
+		strings.Contains(err.Error(), "server closed idle connection")
+}
+
+// TestNoSecretsInLogs runs every endpoint, failures included, at debug level
+// and greps the captured logs for anything secret or personal.
+func TestNoSecretsInLogs(t *testing.T) {
+	f := newFixture(t, vectorAppID)
+	s := startServer(t, f.env.with("WXTOKEN_LOG_LEVEL", "debug", "WXTOKEN_LOGIN_RATE", "1", "WXTOKEN_LOGIN_BURST", "8"))
+
+	f.emu.PresetLogin("logs-vector", vectorOpenID, "ocMvos6NjeKLIBqg5Mr9QjxrP1FA", vectorSessionKey)
+	tok, _ := login(t, s.URL, "logs-vector")
+	f.emu.PresetLogin("logs-sign", "oSignUser00000000000000000000", "", vectorRawSessionKey)
+	tok2, _ := login(t, s.URL, "logs-sign")
+	phone := postJSON(t, s.URL+"/v1/phone-number", tok, map[string]string{"code": "logs-phone"})
+	if phone.Status != 200 {
+		t.Fatalf("phone = %d", phone.Status)
+	}
+	pure := phone.json(t)["purePhoneNumber"].(string)
+	postJSON(t, s.URL+"/v1/decrypt", tok, map[string]string{"encryptedData": vectorEncryptedData, "iv": vectorIV})
+	postJSON(t, s.URL+"/v1/decrypt", tok2, map[string]string{"encryptedData": vectorEncryptedData, "iv": vectorIV})
+	postJSON(t, s.URL+"/v1/decrypt", tok, map[string]string{"encryptedData": "a b", "iv": vectorIV})
+	postJSON(t, s.URL+"/v1/userinfo", tok2, map[string]string{"rawData": vectorRawData, "signature": vectorSignature})
+	postJSON(t, s.URL+"/v1/userinfo", tok, map[string]string{"rawData": vectorRawData, "signature": vectorSignature})
+	postJSON(t, s.URL+"/v1/session/check", tok, nil)
+	postJSON(t, s.URL+"/v1/session/check", tok+"x", nil)
+	postJSON(t, s.URL+"/v1/phone-number", tok, map[string]string{"code": "err-40029"})
+	postJSON(t, s.URL+"/v1/login", "", map[string]string{"code": "err-40163"})
+	postJSON(t, s.URL+"/v1/login", "", map[string]string{"code": "err--1"})
+	f.emu.ExpireAccessTokens()
+	postJSON(t, s.URL+"/v1/session/check", tok, nil)
+	for i := 0; i < 10; i++ { // run into the login rate limit
+		postJSON(t, s.URL+"/v1/login", "", map[string]string{"code": fmt.Sprintf("logs-flood-%d", i)})
+	}
+	f.emu.SetFault("/sns/jscode2session", emulator.Fault{Garbage: true, Times: 1})
+	postJSON(t, s.URL+"/v1/login", "", map[string]string{"code": "logs-garbage"})
+
+	logs := s.logs.String()
+	if !strings.Contains(logs, `"msg":"request"`) {
+		t.Fatalf("no request logs captured:\n%s", logs)
+	}
+	forbidden := map[string]string{
+		"appsecret":   testSecret,
+		"token":       tok,
+		"token body":  strings.Split(tok, ".")[1],
+		"token sig":   strings.Split(tok2, ".")[2],
+		"login code":  "logs-vector",
+		"phone code":  "logs-phone",
+		"phone":       pure,
+		"nickname":    "Band",
+		"city":        "Guangzhou",
+		"data":        vectorEncryptedData[:40],
+		"rawData":     `"nickName"`,
+		"signature":   vectorSignature,
+		"unionid":     "ocMvos6NjeKLIBqg5Mr9QjxrP1FA",
+		"access tok":  "ACCESS_TOKEN",
+		"emulator sk": f.emu.CurrentSessionKey(vectorAppID, "oSignUser00000000000000000000"),
+	}
+	for _, sk := range []string{vectorSessionKey, vectorRawSessionKey} {
+		for i, enc := range encodingsOf(sk) {
+			forbidden[fmt.Sprintf("session key form %d", i)] = enc
+		}
+	}
+	for what, value := range forbidden {
+		if value != "" && strings.Contains(logs, value) {
+			t.Errorf("logs contain the %s", what)
+		}
+	}
+}
+
+func TestSecretFromFile(t *testing.T) {
+	f := newFixture(t, testAppID)
+	path := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(path, []byte(testSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, f.env.with("WECHAT_SECRET", "", "WECHAT_SECRET_FILE", path))
+	login(t, s.URL, "code-from-file")
+
+	err := run(t.Context(), []string{"wxtoken", "serve"}, f.env.with("WECHAT_SECRET_FILE", path).getenv, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "not both") {
+		t.Errorf("both secret sources: %v", err)
+	}
+}
+
+func TestWarnsOnReadableKeyFiles(t *testing.T) {
+	f := newFixture(t, testAppID)
+	entries, _ := os.ReadDir(f.keysDir)
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".pem") {
+			if err := os.Chmod(filepath.Join(f.keysDir, e.Name()), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	s := startServer(t, f.env)
+	if !strings.Contains(s.logs.String(), "0644") {
+		t.Errorf("no warning about a world-readable key file:\n%s", s.logs.String())
+	}
+}
+
+// TestDecryptVectorLibrary double-checks the test vector with the library
+// call, so an HTTP-level failure points at the wiring.
+func TestDecryptVectorLibrary(t *testing.T) {
+	data, err := wechat.DecryptUserData(secret.String(vectorSessionKey), vectorAppID, vectorEncryptedData, vectorIV)
+	if err != nil || !strings.Contains(string(data), `"nickName":"Band"`) {
+		t.Fatalf("vector: %v %s", err, data)
+	}
+}
