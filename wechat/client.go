@@ -1,0 +1,396 @@
+package wechat
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/wxtoken/wxtoken/secret"
+)
+
+// DefaultBaseURL is WeChat's API host.
+const DefaultBaseURL = "https://api.weixin.qq.com"
+
+// Defaults for Config's zero values.
+const (
+	DefaultTimeout          = 5 * time.Second
+	DefaultMaxConcurrent    = 64
+	DefaultBreakerThreshold = 5
+	DefaultBreakerCooldown  = 10 * time.Second
+)
+
+// maxAnswerBytes bounds what is read of an answer: WeChat's are a few
+// hundred bytes, so a huge body is a fault, not data.
+const maxAnswerBytes = 64 << 10
+
+// Credentials are one mini program's appid and appsecret. They are looked
+// up per request, so one deployment can serve several mini programs.
+type Credentials struct {
+	AppID  string
+	Secret secret.String
+}
+
+// Session is what jscode2session answers for a login code.
+type Session struct {
+	OpenID     string
+	UnionID    string
+	SessionKey secret.String
+}
+
+// Watermark is WeChat's stamp on data it hands out: which app it was for.
+type Watermark struct {
+	AppID     string `json:"appid"`
+	Timestamp int64  `json:"timestamp"`
+}
+
+// PhoneInfo is a user's phone number as getuserphonenumber answers it.
+type PhoneInfo struct {
+	PhoneNumber     string    `json:"phoneNumber"`
+	PurePhoneNumber string    `json:"purePhoneNumber"`
+	CountryCode     string    `json:"countryCode"`
+	Watermark       Watermark `json:"watermark"`
+}
+
+// Config is what a Client needs. Zero values take the defaults above.
+type Config struct {
+	// BaseURL is WeChat's API host; tests and dev mode point it at an emulator.
+	BaseURL string
+	// Timeout bounds each call to WeChat, connection included.
+	Timeout time.Duration
+	// MaxConcurrent bounds calls in flight; more fail fast as Overloaded.
+	MaxConcurrent int
+	// BreakerThreshold consecutive failures open the circuit for BreakerCooldown.
+	BreakerThreshold int
+	BreakerCooldown  time.Duration
+	Logger           *slog.Logger
+	// HTTPClient replaces the client built from the settings above.
+	HTTPClient *http.Client
+	Now        func() time.Time
+}
+
+// Client calls WeChat's server APIs. It is safe for concurrent use and
+// holds only a cache of access_tokens, never per-user state.
+type Client struct {
+	base    *url.URL
+	cfg     Config
+	http    *http.Client
+	slots   chan struct{}
+	breaker *gobreaker.CircuitBreaker[[]byte]
+	log     *slog.Logger
+	tokens  tokenCache
+}
+
+// NewClient checks cfg and builds a Client.
+func NewClient(cfg Config) (*Client, error) {
+	if cfg.BaseURL == "" {
+		cfg.BaseURL = DefaultBaseURL
+	}
+	base, err := url.Parse(strings.TrimRight(cfg.BaseURL, "/"))
+	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" {
+		return nil, fmt.Errorf("wechat: base URL %q must be an absolute http(s) URL", cfg.BaseURL)
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MaxConcurrent <= 0 {
+		cfg.MaxConcurrent = DefaultMaxConcurrent
+	}
+	if cfg.BreakerThreshold <= 0 {
+		cfg.BreakerThreshold = DefaultBreakerThreshold
+	}
+	if cfg.BreakerCooldown <= 0 {
+		cfg.BreakerCooldown = DefaultBreakerCooldown
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		dialer := &net.Dialer{Timeout: min(cfg.Timeout, 2*time.Second), KeepAlive: 30 * time.Second}
+		hc = &http.Client{
+			Transport: &http.Transport{
+				Proxy:                 http.ProxyFromEnvironment,
+				DialContext:           dialer.DialContext,
+				TLSHandshakeTimeout:   min(cfg.Timeout, 5*time.Second),
+				ResponseHeaderTimeout: cfg.Timeout,
+				MaxIdleConns:          cfg.MaxConcurrent,
+				MaxIdleConnsPerHost:   cfg.MaxConcurrent,
+				IdleConnTimeout:       90 * time.Second,
+				ForceAttemptHTTP2:     true,
+			},
+			// WeChat never redirects; following one could send the query's
+			// secrets to another host.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	c := &Client{base: base, cfg: cfg, http: hc, slots: make(chan struct{}, cfg.MaxConcurrent), log: log}
+	threshold := uint32(cfg.BreakerThreshold)
+	c.breaker = gobreaker.NewCircuitBreaker[[]byte](gobreaker.Settings{
+		Name:        "wechat",
+		MaxRequests: 1,
+		Timeout:     cfg.BreakerCooldown,
+		ReadyToTrip: func(n gobreaker.Counts) bool { return n.ConsecutiveFailures >= threshold },
+		// A caller that went away says nothing about WeChat's health.
+		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			level := slog.LevelInfo
+			if to == gobreaker.StateOpen {
+				level = slog.LevelError
+			}
+			log.Log(context.Background(), level, "wechat circuit breaker", "from", from.String(), "to", to.String())
+		},
+	})
+	c.tokens = tokenCache{client: c, entries: map[string]cachedToken{}}
+	return c, nil
+}
+
+// Code2Session exchanges a wx.login() code for the user's identity. The
+// code is single-use, so it is sent exactly once and never retried.
+func (c *Client) Code2Session(ctx context.Context, app Credentials, code string) (Session, error) {
+	q := url.Values{
+		"appid":      {app.AppID},
+		"secret":     {app.Secret.Reveal()},
+		"js_code":    {code},
+		"grant_type": {"authorization_code"},
+	}
+	var ans struct {
+		OpenID     string        `json:"openid"`
+		UnionID    string        `json:"unionid"`
+		SessionKey secret.String `json:"session_key"`
+		errAnswer
+	}
+	if err := c.call(ctx, OpCode2Session, http.MethodGet, "/sns/jscode2session", q, nil, &ans); err != nil {
+		c.logConfigFault(err, app)
+		return Session{}, err
+	}
+	sk := ans.SessionKey
+	if ans.OpenID == "" || !ValidSessionKey(sk) {
+		return Session{}, &UpstreamError{Op: OpCode2Session, Kind: BadAnswer, Err: errors.New("answer lacks openid or a valid session_key")}
+	}
+	return Session{OpenID: ans.OpenID, UnionID: ans.UnionID, SessionKey: sk}, nil
+}
+
+// PhoneNumber redeems a getPhoneNumber button code. openid makes WeChat
+// check that the code belongs to this user.
+func (c *Client) PhoneNumber(ctx context.Context, app Credentials, code, openid string) (PhoneInfo, error) {
+	body, err := json.Marshal(map[string]string{"code": code, "openid": openid})
+	if err != nil {
+		return PhoneInfo{}, fmt.Errorf("wechat: %s: %w", OpPhoneNumber, err)
+	}
+	var ans struct {
+		PhoneInfo *PhoneInfo `json:"phone_info"`
+		errAnswer
+	}
+	err = c.withAccessToken(ctx, app, func(tok string) error {
+		ans.PhoneInfo = nil
+		return c.call(ctx, OpPhoneNumber, http.MethodPost, "/wxa/business/getuserphonenumber",
+			url.Values{"access_token": {tok}}, body, &ans)
+	})
+	if err != nil {
+		return PhoneInfo{}, err
+	}
+	if ans.PhoneInfo == nil || ans.PhoneInfo.PurePhoneNumber == "" {
+		return PhoneInfo{}, &UpstreamError{Op: OpPhoneNumber, Kind: BadAnswer, Err: errors.New("answer lacks phone_info")}
+	}
+	return *ans.PhoneInfo, nil
+}
+
+// CheckSession asks WeChat whether sessionKey is still the user's current
+// one. A replaced or expired key is (false, nil): the mini program should
+// call wx.login() again, which is not an error.
+func (c *Client) CheckSession(ctx context.Context, app Credentials, openid string, sessionKey secret.String) (bool, error) {
+	sig := sessionSignature(sessionKey)
+	var ans errAnswer
+	err := c.withAccessToken(ctx, app, func(tok string) error {
+		return c.call(ctx, OpCheckSession, http.MethodGet, "/wxa/checksession", url.Values{
+			"access_token": {tok}, "signature": {sig}, "openid": {openid}, "sig_method": {"hmac_sha256"},
+		}, nil, &ans)
+	})
+	var ae *APIError
+	if errors.As(err, &ae) && ae.Code == CodeInvalidSignature {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// errAnswer is the errcode/errmsg pair every WeChat answer may carry.
+type errAnswer struct {
+	Errcode int    `json:"errcode"`
+	Errmsg  string `json:"errmsg"`
+}
+
+func (e *errAnswer) apiError(op string) error {
+	if e.Errcode == 0 {
+		return nil
+	}
+	return &APIError{Op: op, Code: e.Errcode, Msg: e.Errmsg}
+}
+
+type apiAnswer interface{ apiError(op string) error }
+
+// call makes one request to WeChat and decodes its JSON answer into out.
+// It takes a slot (or fails fast), goes through the circuit breaker, and
+// bounds the whole exchange by the configured timeout.
+func (c *Client) call(ctx context.Context, op, method, path string, q url.Values, body []byte, out apiAnswer) error {
+	if err := c.acquire(ctx, op); err != nil {
+		return err
+	}
+	defer func() { <-c.slots }()
+
+	start := c.cfg.Now()
+	raw, err := c.breaker.Execute(func() ([]byte, error) { return c.roundTrip(ctx, op, method, path, q, body) })
+	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+		return &UpstreamError{Op: op, Kind: CircuitOpen, RetryAfter: c.cfg.BreakerCooldown, Err: errors.New("recent calls failed")}
+	}
+	if err != nil {
+		c.log.WarnContext(ctx, "wechat call failed", "op", op, "err", err.Error(), "duration", c.cfg.Now().Sub(start).String())
+		return err
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return &UpstreamError{Op: op, Kind: BadAnswer, Err: errors.New("answer is not the expected JSON")}
+	}
+	apiErr := out.apiError(op)
+	if apiErr != nil {
+		var ae *APIError
+		errors.As(apiErr, &ae)
+		c.log.DebugContext(ctx, "wechat call", "op", op, "errcode", ae.Code, "duration", c.cfg.Now().Sub(start).String())
+		return apiErr
+	}
+	c.log.DebugContext(ctx, "wechat call", "op", op, "errcode", 0, "duration", c.cfg.Now().Sub(start).String())
+	return nil
+}
+
+// slotWait is how long a call waits for a free slot before failing fast:
+// long enough to smooth a burst, short enough that requests do not pile up.
+const slotWait = 100 * time.Millisecond
+
+// acquire takes one of MaxConcurrent slots, waiting at most slotWait.
+func (c *Client) acquire(ctx context.Context, op string) error {
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	t := time.NewTimer(slotWait)
+	defer t.Stop()
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return transportError(ctx, op, ctx.Err())
+	case <-t.C:
+		return &UpstreamError{Op: op, Kind: Overloaded, RetryAfter: time.Second, Err: errors.New("too many calls in flight")}
+	}
+}
+
+// roundTrip is the HTTP exchange. Errors never include the URL, whose query
+// holds the appsecret or access_token.
+func (c *Client) roundTrip(ctx context.Context, op, method, path string, q url.Values, body []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	u := *c.base
+	u.Path += path
+	u.RawQuery = q.Encode()
+	var rd io.Reader
+	if body != nil {
+		rd = strings.NewReader(string(body))
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		return nil, &UpstreamError{Op: op, Kind: Unreachable, Err: errors.New("cannot build request")}
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, transportError(ctx, op, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes+1))
+	if err != nil {
+		return nil, transportError(ctx, op, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, &UpstreamError{Op: op, Kind: BadStatus, Status: resp.StatusCode}
+	}
+	// WeChat labels JSON as text/plain, so the content type is not checked.
+	if len(raw) > maxAnswerBytes || !json.Valid(raw) {
+		return nil, &UpstreamError{Op: op, Kind: BadAnswer, Err: errors.New("answer is not JSON")}
+	}
+	return raw, nil
+}
+
+// transportError classifies a failed exchange without keeping *url.Error,
+// whose text names the URL and so the secrets in its query.
+func transportError(ctx context.Context, op string, err error) error {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return &UpstreamError{Op: op, Kind: Unreachable, Err: context.Canceled}
+	}
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		return &UpstreamError{Op: op, Kind: Timeout, Err: errors.New("no answer in time")}
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return &UpstreamError{Op: op, Kind: Unreachable, Err: errors.New(redactURLs(err.Error()))}
+}
+
+// redactURLs drops anything that looks like a URL from a message.
+func redactURLs(s string) string {
+	fields := strings.Fields(s)
+	for i, f := range fields {
+		if strings.Contains(f, "://") || strings.Contains(f, "?") {
+			fields[i] = "[url]"
+		}
+	}
+	return strings.Join(fields, " ")
+}
+
+// logConfigFault tells operators when WeChat refuses the app's own
+// credentials: a deployment fault, not the caller's.
+func (c *Client) logConfigFault(err error, app Credentials) {
+	var ae *APIError
+	if errors.As(err, &ae) && (ae.Code == CodeInvalidAppID || ae.Code == CodeInvalidAppSecret) {
+		c.log.Error("WeChat refused the app credentials: check WECHAT_APPID and WECHAT_SECRET",
+			"op", ae.Op, "appid", app.AppID, "errcode", ae.Code)
+	}
+}
+
+// jitter spreads retries so replicas do not retry in step.
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

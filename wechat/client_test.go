@@ -1,0 +1,337 @@
+package wechat_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wxtoken/wxtoken/emulator"
+	"github.com/wxtoken/wxtoken/secret"
+	"github.com/wxtoken/wxtoken/wechat"
+)
+
+const (
+	appID     = "wx1111222233334444"
+	appSecret = "test-appsecret-0123456789"
+)
+
+var app = wechat.Credentials{AppID: appID, Secret: appSecret}
+
+// world is an emulator on loopback and a client pointed at it, with the
+// client's logs captured.
+type world struct {
+	emu    *emulator.Emulator
+	client *wechat.Client
+	logs   *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newWorld(t *testing.T, tweak func(*wechat.Config)) *world {
+	t.Helper()
+	emu := emulator.New(emulator.Config{Apps: map[string]string{appID: appSecret}, UnionID: true})
+	ts := httptest.NewServer(emu)
+	t.Cleanup(ts.Close)
+	logs := &syncBuffer{}
+	cfg := wechat.Config{
+		BaseURL: ts.URL,
+		Timeout: 300 * time.Millisecond,
+		Logger:  slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	c, err := wechat.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if strings.Contains(logs.String(), appSecret) {
+			t.Error("the appsecret reached the logs")
+		}
+	})
+	return &world{emu: emu, client: c, logs: logs}
+}
+
+func TestCode2Session(t *testing.T) {
+	w := newWorld(t, nil)
+	s, err := w.client.Code2Session(context.Background(), app, "code-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.OpenID == "" || s.UnionID == "" || !wechat.ValidSessionKey(s.SessionKey) {
+		t.Errorf("session = %+v", s)
+	}
+	if got := w.emu.CurrentSessionKey(appID, s.OpenID); got != s.SessionKey.Reveal() {
+		t.Error("session_key differs from the emulator's")
+	}
+}
+
+func TestCode2SessionErrors(t *testing.T) {
+	tests := []struct {
+		name   string
+		code   string
+		app    wechat.Credentials
+		fault  *emulator.Fault
+		errno  int
+		kind   wechat.UpstreamKind
+		status int
+	}{
+		{name: "invalid code", code: "err-40029", app: app, errno: 40029},
+		{name: "code used", code: "err-40163", app: app, errno: 40163},
+		{name: "high risk", code: "err-40226", app: app, errno: 40226},
+		{name: "rate limited", code: "err-45011", app: app, errno: 45011},
+		{name: "busy", code: "err--1", app: app, errno: -1},
+		{name: "wrong secret", code: "c", app: wechat.Credentials{AppID: appID, Secret: "wrong"}, errno: 40125},
+		{name: "unknown appid", code: "c", app: wechat.Credentials{AppID: "wxnotknown", Secret: appSecret}, errno: 40013},
+		{name: "http 502", code: "c", app: app, fault: &emulator.Fault{HTTPStatus: 502}, kind: wechat.BadStatus, status: 502},
+		{name: "garbage", code: "c", app: app, fault: &emulator.Fault{Garbage: true}, kind: wechat.BadAnswer},
+		{name: "hang", code: "c", app: app, fault: &emulator.Fault{Hang: 2 * time.Second}, kind: wechat.Timeout},
+		{name: "reset", code: "c", app: app, fault: &emulator.Fault{Reset: true}, kind: wechat.Unreachable},
+		{name: "errcode fault", code: "c", app: app, fault: &emulator.Fault{Errcode: 40029}, errno: 40029},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, nil)
+			if tc.fault != nil {
+				w.emu.SetFault("/sns/jscode2session", *tc.fault)
+			}
+			_, err := w.client.Code2Session(context.Background(), tc.app, tc.code)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if strings.Contains(err.Error(), appSecret) || strings.Contains(err.Error(), "secret=") {
+				t.Errorf("error leaks the request: %v", err)
+			}
+			if tc.errno != 0 {
+				var ae *wechat.APIError
+				if !errors.As(err, &ae) || ae.Code != tc.errno || ae.Op != wechat.OpCode2Session {
+					t.Fatalf("err = %v, want APIError %d", err, tc.errno)
+				}
+				return
+			}
+			var ue *wechat.UpstreamError
+			if !errors.As(err, &ue) || ue.Kind != tc.kind || ue.Status != tc.status {
+				t.Fatalf("err = %v, want UpstreamError %v", err, tc.kind)
+			}
+			// A js_code is single-use: it is never sent twice.
+			if n := w.emu.Calls("/sns/jscode2session"); n != 1 {
+				t.Errorf("jscode2session called %d times, want 1", n)
+			}
+		})
+	}
+}
+
+func TestCircuitBreakerFailsFastAndRecovers(t *testing.T) {
+	w := newWorld(t, func(c *wechat.Config) {
+		c.BreakerThreshold = 3
+		c.BreakerCooldown = 300 * time.Millisecond
+	})
+	w.emu.SetFault("/sns/jscode2session", emulator.Fault{HTTPStatus: 500})
+	for i := 0; i < 3; i++ {
+		_, _ = w.client.Code2Session(context.Background(), app, "c")
+	}
+	start := time.Now()
+	_, err := w.client.Code2Session(context.Background(), app, "c")
+	var ue *wechat.UpstreamError
+	if !errors.As(err, &ue) || ue.Kind != wechat.CircuitOpen || ue.RetryAfter <= 0 {
+		t.Fatalf("err = %v, want CircuitOpen with RetryAfter", err)
+	}
+	if time.Since(start) > 50*time.Millisecond {
+		t.Errorf("open circuit took %v", time.Since(start))
+	}
+	if n := w.emu.Calls("/sns/jscode2session"); n != 3 {
+		t.Errorf("WeChat saw %d calls, want 3 (the open circuit must not call)", n)
+	}
+	// WeChat's answers (errcodes) are not failures: after the cooldown one
+	// trial call closes the circuit again.
+	w.emu.SetFault("/sns/jscode2session", emulator.Fault{})
+	time.Sleep(350 * time.Millisecond)
+	if _, err := w.client.Code2Session(context.Background(), app, "after"); err != nil {
+		t.Fatalf("after cooldown: %v", err)
+	}
+	for i := 0; i < 5; i++ {
+		if _, err := w.client.Code2Session(context.Background(), app, "err-40029"); errors.As(err, &ue) {
+			t.Fatalf("errcodes opened the circuit: %v", err)
+		}
+	}
+}
+
+func TestOverloadFailsFast(t *testing.T) {
+	w := newWorld(t, func(c *wechat.Config) { c.MaxConcurrent = 1; c.Timeout = time.Second })
+	w.emu.SetFault("/sns/jscode2session", emulator.Fault{Hang: 500 * time.Millisecond, PassThrough: true, Times: 1})
+	done := make(chan error)
+	go func() {
+		_, err := w.client.Code2Session(context.Background(), app, "slow")
+		done <- err
+	}()
+	// Wait until the slow call holds the only slot.
+	for w.emu.Calls("/sns/jscode2session") == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	_, err := w.client.Code2Session(context.Background(), app, "second")
+	var ue *wechat.UpstreamError
+	if !errors.As(err, &ue) || ue.Kind != wechat.Overloaded {
+		t.Errorf("err = %v, want Overloaded", err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("slow call: %v", err)
+	}
+}
+
+func TestPhoneNumberAndAccessTokenCache(t *testing.T) {
+	w := newWorld(t, nil)
+	ctx := context.Background()
+	s, err := w.client.Code2Session(ctx, app, "code-phone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, code := range []string{"p1", "p2", "p3"} {
+		info, err := w.client.PhoneNumber(ctx, app, code, s.OpenID)
+		if err != nil {
+			t.Fatalf("phone %d: %v", i, err)
+		}
+		if len(info.PurePhoneNumber) != 11 || info.CountryCode != "86" || info.Watermark.AppID != appID {
+			t.Errorf("phone = %+v", info)
+		}
+	}
+	if n := w.emu.Calls("/cgi-bin/stable_token"); n != 1 {
+		t.Errorf("stable_token called %d times for 3 calls, want 1 (cached)", n)
+	}
+	_, err = w.client.PhoneNumber(ctx, app, "err-40029", s.OpenID)
+	var ae *wechat.APIError
+	if !errors.As(err, &ae) || ae.Code != 40029 || ae.Op != wechat.OpPhoneNumber {
+		t.Errorf("bad phone code: %v", err)
+	}
+
+	// WeChat says the token expired: refreshed once and the call retried.
+	w.emu.ExpireAccessTokens()
+	if _, err := w.client.PhoneNumber(ctx, app, "p4", s.OpenID); err != nil {
+		t.Fatalf("after expiry: %v", err)
+	}
+	if n := w.emu.Calls("/cgi-bin/stable_token"); n != 2 {
+		t.Errorf("stable_token called %d times, want 2", n)
+	}
+	if n := w.emu.Calls("/cgi-bin/token"); n != 0 {
+		t.Errorf("legacy /cgi-bin/token called %d times", n)
+	}
+	if strings.Contains(w.logs.String(), "access_token=") {
+		t.Error("an access_token URL reached the logs")
+	}
+}
+
+// TestAccessTokenNoStampede: many first callers at once cause one fetch.
+func TestAccessTokenNoStampede(t *testing.T) {
+	w := newWorld(t, func(c *wechat.Config) { c.Timeout = 2 * time.Second })
+	w.emu.SetFault("/cgi-bin/stable_token", emulator.Fault{Hang: 150 * time.Millisecond, PassThrough: true})
+	ctx := context.Background()
+	s, err := w.client.Code2Session(ctx, app, "code-herd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := w.client.CheckSession(ctx, app, s.OpenID, s.SessionKey)
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if n := w.emu.Calls("/cgi-bin/stable_token"); n != 1 {
+		t.Errorf("stable_token called %d times by 20 concurrent callers, want 1", n)
+	}
+}
+
+func TestAccessTokenFetchRetriesBusy(t *testing.T) {
+	w := newWorld(t, nil)
+	w.emu.SetFault("/cgi-bin/stable_token", emulator.Fault{Errcode: -1, Times: 2})
+	s, err := w.client.Code2Session(context.Background(), app, "code-busy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.client.CheckSession(context.Background(), app, s.OpenID, s.SessionKey); err != nil {
+		t.Fatalf("after two busy answers: %v", err)
+	}
+	if n := w.emu.Calls("/cgi-bin/stable_token"); n != 3 {
+		t.Errorf("stable_token called %d times, want 3", n)
+	}
+	// A refused secret is not retried.
+	bad := wechat.Credentials{AppID: appID, Secret: "wrong"}
+	_, err = w.client.CheckSession(context.Background(), bad, s.OpenID, s.SessionKey)
+	var ae *wechat.APIError
+	if !errors.As(err, &ae) || ae.Code != 40125 {
+		t.Fatalf("wrong secret: %v", err)
+	}
+	if n := w.emu.Calls("/cgi-bin/stable_token"); n != 4 {
+		t.Errorf("stable_token called %d times, want 4 (no retry of 40125)", n)
+	}
+}
+
+func TestCheckSession(t *testing.T) {
+	w := newWorld(t, nil)
+	ctx := context.Background()
+	first, err := w.client.Code2Session(ctx, app, "code-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.emu.PresetLogin("code-b", first.OpenID, "", "BBBBBBBBBBBBBBBBBBBBBB==")
+	second, err := w.client.Code2Session(ctx, app, "code-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		sk   secret.String
+		want bool
+	}{
+		{"current key", second.SessionKey, true},
+		{"replaced key", first.SessionKey, false},
+		{"made-up key", "AAAAAAAAAAAAAAAAAAAAAA==", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := w.client.CheckSession(ctx, app, first.OpenID, tc.sk)
+			if err != nil || got != tc.want {
+				t.Errorf("CheckSession = %v, %v; want %v", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestNewClientRejectsBadBaseURL(t *testing.T) {
+	for _, base := range []string{"ftp://x", "not a url", "/relative"} {
+		if _, err := wechat.NewClient(wechat.Config{BaseURL: base}); err == nil {
+			t.Errorf("accepted %q", base)
+		}
+	}
+}

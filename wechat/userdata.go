@@ -1,0 +1,185 @@
+package wechat
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/wxtoken/wxtoken/secret"
+)
+
+// MaxEncryptedData bounds the base64 text DecryptUserData accepts. WeChat's
+// largest payloads (run data for 30 days) stay well below it.
+const MaxEncryptedData = 48 << 10
+
+// sessionKeyBytes decodes a session_key: base64 of 16 bytes, AES-128.
+func sessionKeyBytes(sk secret.String) ([]byte, error) {
+	k, err := base64.StdEncoding.DecodeString(sk.Reveal())
+	if err != nil || len(k) != aes.BlockSize {
+		return nil, ErrDecrypt
+	}
+	return k, nil
+}
+
+// ValidSessionKey reports whether sk has the shape WeChat gives (base64 of
+// 16 bytes), so a malformed answer is refused at login, not at first use.
+func ValidSessionKey(sk secret.String) bool {
+	_, err := sessionKeyBytes(sk)
+	return err == nil
+}
+
+// decodeField decodes one base64 field of user data and names, exactly,
+// every mistake that can be seen without the key.
+func decodeField(field, s string) ([]byte, error) {
+	switch {
+	case s == "":
+		return nil, &InputError{field, "is empty"}
+	case strings.ContainsAny(s, " \t\r\n"):
+		return nil, &InputError{field, "contains spaces or line breaks: '+' characters were probably turned into spaces " +
+			"by URL-decoding (a form body or query string). Send it in a JSON body exactly as wx.getUserProfile or the button event gave it"}
+	case strings.Contains(s, "%"):
+		return nil, &InputError{field, "looks URL-encoded (%2B, %2F, %3D): decode it once before sending, or send it in a JSON body unchanged"}
+	}
+	enc := base64.StdEncoding
+	if !strings.HasSuffix(s, "=") && len(s)%4 != 0 {
+		enc = base64.RawStdEncoding
+	}
+	b, err := enc.Strict().DecodeString(s)
+	if err != nil {
+		if strings.ContainsAny(s, "-_") {
+			return nil, &InputError{field, "is base64url ('-' or '_'); WeChat's data is standard base64 with '+' and '/': send it unchanged"}
+		}
+		return nil, &InputError{field, "is not base64"}
+	}
+	return b, nil
+}
+
+// DecryptUserData opens encryptedData that WeChat made for this session
+// (AES-128-CBC, PKCS#7) and checks that its watermark names appID.
+//
+// Errors that do not depend on the key are InputErrors naming the mistake.
+// Every key-dependent failure is ErrDecrypt, reached through the same steps
+// whatever went wrong: the padding is checked in constant time and the JSON
+// parse and watermark check run even when the padding is bad, so neither
+// the answer nor its timing says which check failed.
+func DecryptUserData(sk secret.String, appID, encryptedData, iv string) (json.RawMessage, error) {
+	if len(encryptedData) > MaxEncryptedData {
+		return nil, &InputError{"encryptedData", fmt.Sprintf("is over %d bytes", MaxEncryptedData)}
+	}
+	ct, err := decodeField("encryptedData", encryptedData)
+	if err != nil {
+		return nil, err
+	}
+	if len(ct) == 0 || len(ct)%aes.BlockSize != 0 {
+		return nil, &InputError{"encryptedData", fmt.Sprintf("decodes to %d bytes, not a multiple of 16 (the AES block size): "+
+			"it was cut short or is not WeChat's encryptedData", len(ct))}
+	}
+	ivb, err := decodeField("iv", iv)
+	if err != nil {
+		return nil, err
+	}
+	if len(ivb) != aes.BlockSize {
+		return nil, &InputError{"iv", fmt.Sprintf("decodes to %d bytes; it must be 16", len(ivb))}
+	}
+	key, err := sessionKeyBytes(sk)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, ErrDecrypt
+	}
+	plain := make([]byte, len(ct))
+	cipher.NewCBCDecrypter(block, ivb).CryptBlocks(plain, ct)
+
+	n, padOK := unpad(plain)
+	body := plain[:n]
+	var doc struct {
+		Watermark struct {
+			AppID string `json:"appid"`
+		} `json:"watermark"`
+	}
+	jsonOK := 0
+	if json.Unmarshal(body, &doc) == nil && len(body) > 0 && body[0] == '{' {
+		jsonOK = 1
+	}
+	markOK := subtle.ConstantTimeCompare([]byte(doc.Watermark.AppID), []byte(appID)) & subtle.ConstantTimeLessOrEq(1, len(appID))
+	if padOK&jsonOK&markOK != 1 {
+		clear(plain)
+		return nil, ErrDecrypt
+	}
+	return json.RawMessage(body), nil
+}
+
+// unpad checks PKCS#7 padding in constant time. It returns the unpadded
+// length (the whole length when the padding is bad, so the caller goes on
+// the same way) and 1 when the padding is good.
+func unpad(b []byte) (int, int) {
+	n := len(b)
+	pad := int(b[n-1])
+	good := subtle.ConstantTimeLessOrEq(1, pad) & subtle.ConstantTimeLessOrEq(pad, aes.BlockSize)
+	for i := 1; i <= aes.BlockSize; i++ {
+		inPad := subtle.ConstantTimeLessOrEq(i, pad)
+		same := subtle.ConstantTimeByteEq(b[n-i], byte(pad))
+		// where inPad, the byte must equal pad: good &= (1 - inPad) | same
+		good &= (1 ^ inPad) | same
+	}
+	return subtle.ConstantTimeSelect(good, n-pad, n), good
+}
+
+// EncryptUserData encrypts plain the way WeChat does for a session: dev mode
+// and tests use it to make data only that session can open.
+func EncryptUserData(sk secret.String, plain []byte) (encryptedData, iv string, err error) {
+	key, err := sessionKeyBytes(sk)
+	if err != nil {
+		return "", "", fmt.Errorf("wechat: encrypt: session_key is not base64 of 16 bytes")
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return "", "", fmt.Errorf("wechat: encrypt: %w", err)
+	}
+	ivb := make([]byte, aes.BlockSize)
+	if _, err := rand.Read(ivb); err != nil {
+		return "", "", fmt.Errorf("wechat: encrypt: %w", err)
+	}
+	pad := aes.BlockSize - len(plain)%aes.BlockSize
+	buf := make([]byte, len(plain)+pad)
+	copy(buf, plain)
+	for i := len(plain); i < len(buf); i++ {
+		buf[i] = byte(pad)
+	}
+	cipher.NewCBCEncrypter(block, ivb).CryptBlocks(buf, buf)
+	return base64.StdEncoding.EncodeToString(buf), base64.StdEncoding.EncodeToString(ivb), nil
+}
+
+// VerifyRawData reports whether signature (hex, any case) is
+// sha1(rawData + session_key), compared in constant time.
+func VerifyRawData(sk secret.String, rawData, signature string) bool {
+	got, err := hex.DecodeString(signature)
+	if err != nil || len(got) != sha1.Size {
+		return false
+	}
+	want := sha1.Sum([]byte(rawData + sk.Reveal()))
+	return subtle.ConstantTimeCompare(got, want[:]) == 1
+}
+
+// sessionSignature is checksession's signature: hex HMAC-SHA256 keyed with
+// the session_key text (not its decoded bytes) over the empty string.
+func sessionSignature(sk secret.String) string {
+	return hmacSHA256Hex([]byte(sk.Reveal()), nil)
+}
+
+func hmacSHA256Hex(key, msg []byte) string {
+	m := hmac.New(sha256.New, key)
+	m.Write(msg)
+	return hex.EncodeToString(m.Sum(nil))
+}

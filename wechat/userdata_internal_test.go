@@ -1,0 +1,102 @@
+package wechat
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"encoding/base64"
+	"strings"
+	"testing"
+
+	"github.com/wxtoken/wxtoken/secret"
+)
+
+func TestUnpad(t *testing.T) {
+	block := func(tail ...byte) []byte {
+		b := make([]byte, 16)
+		for i := range b {
+			b[i] = 'x'
+		}
+		copy(b[16-len(tail):], tail)
+		return b
+	}
+	full := make([]byte, 32)
+	for i := 16; i < 32; i++ {
+		full[i] = 16
+	}
+	tests := []struct {
+		name string
+		in   []byte
+		n    int
+		ok   int
+	}{
+		{"one byte", block(1), 15, 1},
+		{"two bytes", block(2, 2), 14, 1},
+		{"full block", full, 16, 1},
+		{"zero", block(0), 16, 0},
+		{"over block size", block(17), 16, 0},
+		{"inconsistent", block(3, 2, 3), 16, 0},
+		{"255", block(255), 16, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			n, ok := unpad(tc.in)
+			if n != tc.n || ok != tc.ok {
+				t.Errorf("unpad = (%d, %d), want (%d, %d)", n, ok, tc.n, tc.ok)
+			}
+		})
+	}
+}
+
+// TestHMACMatchesWeChatExample: WeChat's worked example keys HMAC-SHA256
+// with the session_key text itself, not its decoded bytes.
+func TestHMACMatchesWeChatExample(t *testing.T) {
+	got := hmacSHA256Hex([]byte("o0q0otL8aEzpcZL/FT9WsQ=="), []byte(`{"foo":"bar"}`))
+	if !strings.HasPrefix(got, "654571f7") {
+		t.Errorf("hmac = %s, want 654571f7…", got)
+	}
+}
+
+// encryptRaw CBC-encrypts plain (a whole number of blocks) with no padding
+// added, so tests can choose whether the padding is valid.
+func encryptRaw(tb testing.TB, key, iv, plain []byte) string {
+	tb.Helper()
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out := make([]byte, len(plain))
+	cipher.NewCBCEncrypter(block, iv).CryptBlocks(out, plain)
+	return base64.StdEncoding.EncodeToString(out)
+}
+
+// BenchmarkPaddingOracle measures the one question a padding-oracle attack
+// asks: does a garbage plaintext with valid padding take a different time
+// from the same garbage with invalid padding? The two sub-benchmarks
+// should report the same time within noise.
+func BenchmarkPaddingOracle(b *testing.B) {
+	key := []byte("0123456789abcdef")
+	iv := []byte("fedcba9876543210")
+	sk := secret.String(base64.StdEncoding.EncodeToString(key))
+	garbage := make([]byte, 256)
+	for i := range garbage {
+		garbage[i] = byte(i*7 + 3)
+	}
+	valid := append([]byte(nil), garbage...)
+	valid[255] = 1 // one byte of padding: valid
+	invalid := append([]byte(nil), garbage...)
+	invalid[255] = 0 // padding byte 0: invalid
+	for _, bc := range []struct {
+		name  string
+		plain []byte
+	}{{"valid-padding", valid}, {"invalid-padding", invalid}} {
+		data := encryptRaw(b, key, iv, bc.plain)
+		ivText := base64.StdEncoding.EncodeToString(iv)
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := DecryptUserData(sk, "wxapp", data, ivText); err != ErrDecrypt {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,202 @@
+package wechat_test
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/wxtoken/wxtoken/secret"
+	"github.com/wxtoken/wxtoken/wechat"
+)
+
+// WeChat's published vectors (shared/docs/wechat-api.md).
+const (
+	vectorAppID         = "wx4f4bc4dec97d474b"
+	vectorSessionKey    = secret.String("tiihtNczf5v6AKRyjwEUhQ==")
+	vectorIV            = "r7BXXKkLb8qrSNn05n0qiA=="
+	vectorEncryptedData = "CiyLU1Aw2KjvrjMdj8YKliAjtP4gsMZMQmRzooG2xrDcvSnxIMXFufNstNGTyaGS9uT5geRa0W4oTOb1WT7fJlAC+oNPdbB+3hVbJSRgv+4lGOETKUQz6OYStslQ142dNCuabNPGBzlooOmB231qMM85d2/fV6ChevvXvQP8Hkue1poOFtnEtpyxVLW1zAo6/1Xx1COxFvrc2d7UL/lmHInNlxuacJXwu0fjpXfz/YqYzBIBzD6WUfTIF9GRHpOn/Hz7saL8xz+W//FRAUid1OksQaQx4CMs8LOddcQhULW4ucetDf96JcR3g0gfRK4PC7E/r7Z6xNrXd2UIeorGj5Ef7b1pJAYB6Y5anaHqZ9J6nKEBvB4DnNLIVWSgARns/8wR2SiRS7MNACwTyrGvt9ts8p12PKFdlqYTopNHR1Vf7XjfhQlVsAJdNiKdYmYVoKlaRv85IfVunYzO0IKXsyl7JCUjCpoG20f0a04COwfneQAGGwd5oa+T8yO5hzuyDb/XcxxmK01EpqOyuxINew=="
+	vectorRawData       = `{"nickName":"Band","gender":1,"language":"zh_CN","city":"Guangzhou","province":"Guangdong","country":"CN","avatarUrl":"http://wx.qlogo.cn/mmopen/vi_32/1vZvI39NWFQ9XM4LtQpFrQJ1xlgZxx3w7bQxKARol6503Iuswjjn6nIGBiaycAjAtpujxyzYsrztuuICqIM5ibXQ/0"}`
+	vectorRawSessionKey = secret.String("HyVFkGl5F5OQWJZZaNzBBg==")
+	vectorSignature     = "75e81ceda165f4ffa64f4068af58c64b8f54b88c"
+)
+
+func TestDecryptUserDataVector(t *testing.T) {
+	data, err := wechat.DecryptUserData(vectorSessionKey, vectorAppID, vectorEncryptedData, vectorIV)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		OpenID    string `json:"openId"`
+		NickName  string `json:"nickName"`
+		UnionID   string `json:"unionId"`
+		Watermark wechat.Watermark
+	}
+	if err := json.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.NickName != "Band" || doc.OpenID != "oGZUI0egBJY1zhBYw2KhdUfwVJJE" ||
+		doc.UnionID != "ocMvos6NjeKLIBqg5Mr9QjxrP1FA" || doc.Watermark.AppID != vectorAppID {
+		t.Errorf("decrypted %+v", doc)
+	}
+}
+
+func TestEncryptDecryptRoundTrip(t *testing.T) {
+	sk := secret.String("AAECAwQFBgcICQoLDA0ODw==")
+	for _, n := range []int{0, 1, 15, 16, 17, 1000} {
+		plain := `{"watermark":{"appid":"wxapp"},"p":"` + strings.Repeat("x", n) + `"}`
+		enc, iv, err := wechat.EncryptUserData(sk, []byte(plain))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := wechat.DecryptUserData(sk, "wxapp", enc, iv)
+		if err != nil || string(got) != plain {
+			t.Fatalf("len %d: %v %q", n, err, got)
+		}
+	}
+	if _, _, err := wechat.EncryptUserData("not a key", []byte("{}")); err == nil {
+		t.Error("EncryptUserData accepted a malformed session_key")
+	}
+}
+
+// TestDecryptKeyIndependentErrors: mistakes visible without the key are
+// InputErrors naming the field and the mistake.
+func TestDecryptKeyIndependentErrors(t *testing.T) {
+	tests := []struct {
+		name, data, iv, field, want string
+	}{
+		{"plus became space", strings.ReplaceAll(vectorEncryptedData, "+", " "), vectorIV, "encryptedData", "spaces"},
+		{"url-encoded", strings.ReplaceAll(vectorEncryptedData, "+", "%2B"), vectorIV, "encryptedData", "URL-encoded"},
+		{"base64url", strings.NewReplacer("+", "-", "/", "_").Replace(vectorEncryptedData), vectorIV, "encryptedData", "base64url"},
+		{"not base64", "!!!!", vectorIV, "encryptedData", "not base64"},
+		{"empty data", "", vectorIV, "encryptedData", "empty"},
+		{"not block multiple", base64.StdEncoding.EncodeToString([]byte("0123456789")), vectorIV, "encryptedData", "multiple of 16"},
+		{"too large", strings.Repeat("A", wechat.MaxEncryptedData+4), vectorIV, "encryptedData", "over"},
+		{"iv short", vectorEncryptedData, base64.StdEncoding.EncodeToString([]byte("short")), "iv", "16"},
+		{"iv spaces", vectorEncryptedData, "r7BXXKkLb8qrSNn05n0qiA= =", "iv", "spaces"},
+		{"iv empty", vectorEncryptedData, "", "iv", "empty"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := wechat.DecryptUserData(vectorSessionKey, vectorAppID, tc.data, tc.iv)
+			var ie *wechat.InputError
+			if !errors.As(err, &ie) {
+				t.Fatalf("err = %v, want InputError", err)
+			}
+			if ie.Field != tc.field || !strings.Contains(ie.Reason, tc.want) {
+				t.Errorf("InputError{%q, %q}, want field %q mentioning %q", ie.Field, ie.Reason, tc.field, tc.want)
+			}
+		})
+	}
+	// Unpadded base64 is accepted: some clients strip '='.
+	if _, err := wechat.DecryptUserData(vectorSessionKey, vectorAppID, strings.TrimRight(vectorEncryptedData, "="), strings.TrimRight(vectorIV, "=")); err != nil {
+		t.Errorf("unpadded base64: %v", err)
+	}
+}
+
+// TestDecryptKeyDependentErrorsAreOne: every failure that depends on the
+// key is ErrDecrypt and nothing else, so no caller can build an oracle.
+func TestDecryptKeyDependentErrorsAreOne(t *testing.T) {
+	sk := secret.String("AAECAwQFBgcICQoLDA0ODw==")
+	other := secret.String("DwAODQwLCgkIBwYFBAMCAQ==")
+	enc := func(key secret.String, plain string) (string, string) {
+		d, iv, err := wechat.EncryptUserData(key, []byte(plain))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d, iv
+	}
+	good, goodIV := enc(sk, `{"watermark":{"appid":"wxapp"}}`)
+	raw, _ := base64.StdEncoding.DecodeString(good)
+	raw[len(raw)-17] ^= 0x01
+	badPad := base64.StdEncoding.EncodeToString(raw)
+	type pair struct{ data, iv string }
+	mk := func(d, iv string) pair { return pair{d, iv} }
+	tests := map[string]pair{
+		"bad padding":     {badPad, goodIV},
+		"wrong key":       mk(enc(other, `{"watermark":{"appid":"wxapp"}}`)),
+		"not json":        mk(enc(sk, `not json`)),
+		"json array":      mk(enc(sk, `[{"watermark":{"appid":"wxapp"}}]`)),
+		"other app":       mk(enc(sk, `{"watermark":{"appid":"wxother"}}`)),
+		"no watermark":    mk(enc(sk, `{"a":1}`)),
+		"empty appid":     mk(enc(sk, `{"watermark":{"appid":""}}`)),
+		"appid prefix":    mk(enc(sk, `{"watermark":{"appid":"wxap"}}`)),
+		"empty plaintext": mk(enc(sk, ``)),
+	}
+	for name, in := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := wechat.DecryptUserData(sk, "wxapp", in.data, in.iv)
+			if err != wechat.ErrDecrypt {
+				t.Errorf("err = %v, want exactly ErrDecrypt", err)
+			}
+		})
+	}
+	if _, err := wechat.DecryptUserData("malformed", "wxapp", good, goodIV); err != wechat.ErrDecrypt {
+		t.Errorf("malformed session key: %v", err)
+	}
+}
+
+func TestVerifyRawData(t *testing.T) {
+	tests := []struct {
+		name string
+		sk   secret.String
+		raw  string
+		sig  string
+		want bool
+	}{
+		{"wechat example", vectorRawSessionKey, vectorRawData, vectorSignature, true},
+		{"uppercase hex", vectorRawSessionKey, vectorRawData, strings.ToUpper(vectorSignature), true},
+		{"other key", vectorSessionKey, vectorRawData, vectorSignature, false},
+		{"changed data", vectorRawSessionKey, strings.Replace(vectorRawData, "Band", "Bond", 1), vectorSignature, false},
+		{"short signature", vectorRawSessionKey, vectorRawData, vectorSignature[:38], false},
+		{"not hex", vectorRawSessionKey, vectorRawData, strings.Repeat("z", 40), false},
+		{"empty", vectorRawSessionKey, vectorRawData, "", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := wechat.VerifyRawData(tc.sk, tc.raw, tc.sig); got != tc.want {
+				t.Errorf("VerifyRawData = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzDecryptUserData: no input panics, and anything that decrypts is a
+// JSON object stamped for the app.
+func FuzzDecryptUserData(f *testing.F) {
+	f.Add(vectorEncryptedData, vectorIV, string(vectorSessionKey))
+	f.Add(strings.ReplaceAll(vectorEncryptedData, "+", " "), vectorIV, string(vectorSessionKey))
+	f.Add("AAAAAAAAAAAAAAAAAAAAAA==", "AAAAAAAAAAAAAAAAAAAAAA==", "AAAAAAAAAAAAAAAAAAAAAA==")
+	f.Add("", "", "")
+	f.Add("%2B%2F", "=", "tiihtNczf5v6AKRyjwEUhQ")
+	f.Fuzz(func(t *testing.T, data, iv, sk string) {
+		out, err := wechat.DecryptUserData(secret.String(sk), vectorAppID, data, iv)
+		if err != nil {
+			return
+		}
+		var doc struct{ Watermark wechat.Watermark }
+		if json.Unmarshal(out, &doc) != nil || doc.Watermark.AppID != vectorAppID {
+			t.Fatalf("accepted %q", out)
+		}
+	})
+}
+
+func BenchmarkDecryptUserData(b *testing.B) {
+	raw, _ := base64.StdEncoding.DecodeString(vectorEncryptedData)
+	raw[len(raw)-17] ^= 0x01
+	badPad := base64.StdEncoding.EncodeToString(raw)
+	other, otherIV, _ := wechat.EncryptUserData(vectorSessionKey, []byte(strings.Repeat("x", len(raw)-20)))
+	for _, bc := range []struct{ name, data, iv string }{
+		{"ok", vectorEncryptedData, vectorIV},
+		{"bad-padding", badPad, vectorIV},
+		{"not-json", other, otherIV},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_, _ = wechat.DecryptUserData(vectorSessionKey, vectorAppID, bc.data, bc.iv)
+			}
+		})
+	}
+}
