@@ -1,0 +1,15 @@
+// Package keys is the only code that touches wxtoken's key material.
+//
+// A keys directory holds signing keys (asymmetric, published in the JWKS)
+// and encryption keys (AES-256-GCM, sealing the WeChat session_key inside
+// tokens). Every key lives next → active → retired → gone: a next signing
+// key is published before it signs, so caching verifiers know it in time;
+// a next encryption key is loaded by every replica before any seals with it.
+//
+// Dir changes the directory (init, rotate, prune) under a flock, writing
+// each file to a temporary name and renaming it, with the manifest
+// keyset.json renamed last as the commit point. Load never locks, so it
+// works on read-only mounts such as a Kubernetes Secret. Store holds the
+// live Ring for a running server and reloads it when the directory changes,
+// keeping the last good keys when the directory is broken.
+package keys
