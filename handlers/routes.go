@@ -105,13 +105,14 @@ func New(cfg Config) (*echo.Echo, error) {
 
 	e.POST("/v1/login", h.login, h.loginLimiter())
 
-	auth := e.Group("", h.bearer)
-	auth.POST("/v1/decrypt", h.decrypt)
-	auth.POST("/v1/userinfo", h.userinfo)
-	auth.POST("/v1/phone-number", h.phoneNumber)
-	auth.POST("/v1/session/check", h.sessionCheck)
+	// The bearer middleware goes on each route, not on a group: a group
+	// with an empty prefix would also guard unknown routes (401, not 404).
+	e.POST("/v1/decrypt", h.decrypt, h.bearer)
+	e.POST("/v1/userinfo", h.userinfo, h.bearer)
+	e.POST("/v1/phone-number", h.phoneNumber, h.bearer)
+	e.POST("/v1/session/check", h.sessionCheck, h.bearer)
 	if cfg.Dev {
-		auth.POST("/dev/encrypt", h.devEncrypt)
+		e.POST("/dev/encrypt", h.devEncrypt, h.bearer)
 	}
 	return e, nil
 }
