@@ -340,7 +340,7 @@ func TestRotateIfDueRotatesOncePerPeriod(t *testing.T) {
 
 func TestLoadRefusesBrokenDirectories(t *testing.T) {
 	tests := []struct {
-		name   string
+		name    string
 		corrupt func(t *testing.T, dir string)
 	}{
 		{"no manifest", func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, "keyset.json")) }},
