@@ -16,6 +16,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -334,7 +335,9 @@ func (d *Dir) CheckPermissions() []string {
 		return out
 	}
 	for _, e := range entries {
-		if e.IsDir() || e.Name() == lockFile {
+		// Dot names are ours (.lock, .tmp-*) or a Kubernetes Secret mount's
+		// own (..data and its timestamped directories).
+		if e.IsDir() || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
 		p := filepath.Join(d.path, e.Name())
