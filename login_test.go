@@ -125,6 +125,7 @@ func TestLoginWeChatErrors(t *testing.T) {
 		{name: "wechat busy", code: "err--1", status: 503, typ: "wechat-busy", retryAfter: true},
 		{name: "http 500", code: "c-500", fault: &emulator.Fault{HTTPStatus: 500, Times: 1}, status: 502, typ: "wechat-error"},
 		{name: "not json", code: "c-garbage", fault: &emulator.Fault{Garbage: true, Times: 1}, status: 502, typ: "wechat-error"},
+		{name: "connection reset", code: "c-reset", fault: &emulator.Fault{Reset: true, Times: 1}, status: 502, typ: "wechat-error"},
 		{name: "hangs", code: "c-hang", fault: &emulator.Fault{Hang: 3 * time.Second, Times: 1}, status: 504, typ: "wechat-timeout", retryAfter: true},
 	}
 	for _, tc := range tests {

@@ -140,6 +140,36 @@ func TestLoginRateLimitUnderLoad(t *testing.T) {
 	}
 }
 
+// TestFailingWeChatFailsFast: once WeChat has failed a few times in a row
+// the circuit opens, logins get 503 with Retry-After at once, and WeChat is
+// left alone until the cooldown ends.
+func TestFailingWeChatFailsFast(t *testing.T) {
+	f := newFixture(t, testAppID)
+	s := startServer(t, f.env)
+	f.emu.SetFault("/sns/jscode2session", emulator.Fault{HTTPStatus: 502})
+	for i := 0; i < 5; i++ {
+		c := postJSON(t, s.URL+"/v1/login", "", map[string]string{"code": fmt.Sprintf("down-%d", i)})
+		assertProblem(t, c, 502, "wechat-error")
+	}
+	for i := 0; i < 20; i++ {
+		start := time.Now()
+		c := postJSON(t, s.URL+"/v1/login", "", map[string]string{"code": fmt.Sprintf("open-%d", i)})
+		assertProblem(t, c, 503, "unavailable")
+		if c.Header.Get("Retry-After") == "" {
+			t.Fatal("no Retry-After while the circuit is open")
+		}
+		if d := time.Since(start); d > 200*time.Millisecond {
+			t.Errorf("fast-fail took %v", d)
+		}
+	}
+	if n := f.emu.Calls("/sns/jscode2session"); n != 5 {
+		t.Errorf("WeChat saw %d calls; an open circuit must not call it", n)
+	}
+	if c := do(t, "GET", s.URL+"/healthz", "", "", nil); c.Status != 200 {
+		t.Errorf("healthz = %d while WeChat is down", c.Status)
+	}
+}
+
 // TestSIGTERMDrains sends SIGTERM in the middle of a burst of logins: every
 // request gets a full 200 or a clean refusal, the process exits 0, and a
 // restarted server accepts the tokens issued before.

@@ -74,7 +74,8 @@ type Config struct {
 	BreakerThreshold int
 	BreakerCooldown  time.Duration
 	Logger           *slog.Logger
-	// HTTPClient replaces the client built from the settings above.
+	// HTTPClient replaces the clients built from the settings above. It
+	// must not re-send requests by itself: login codes are single-use.
 	HTTPClient *http.Client
 	Now        func() time.Time
 }
@@ -82,9 +83,13 @@ type Config struct {
 // Client calls WeChat's server APIs. It is safe for concurrent use and
 // holds only a cache of access_tokens, never per-user state.
 type Client struct {
-	base    *url.URL
-	cfg     Config
-	http    *http.Client
+	base *url.URL
+	cfg  Config
+	http *http.Client
+	// fresh sends single-use codes. Its connections are never reused, so
+	// net/http never silently re-sends a GET whose reused connection broke
+	// after writing: WeChat may have consumed the code already.
+	fresh   *http.Client
 	slots   chan struct{}
 	breaker *gobreaker.CircuitBreaker[[]byte]
 	log     *slog.Logger
@@ -119,7 +124,7 @@ func NewClient(cfg Config) (*Client, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	hc := cfg.HTTPClient
+	hc, fresh := cfg.HTTPClient, cfg.HTTPClient
 	if hc == nil {
 		dialer := &net.Dialer{Timeout: min(cfg.Timeout, 2*time.Second), KeepAlive: 30 * time.Second}
 		hc = &http.Client{
@@ -137,8 +142,11 @@ func NewClient(cfg Config) (*Client, error) {
 			// secrets to another host.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
+		tr := hc.Transport.(*http.Transport).Clone()
+		tr.DisableKeepAlives = true
+		fresh = &http.Client{Transport: tr, CheckRedirect: hc.CheckRedirect}
 	}
-	c := &Client{base: base, cfg: cfg, http: hc, slots: make(chan struct{}, cfg.MaxConcurrent), log: log}
+	c := &Client{base: base, cfg: cfg, http: hc, fresh: fresh, slots: make(chan struct{}, cfg.MaxConcurrent), log: log}
 	threshold := uint32(cfg.BreakerThreshold)
 	c.breaker = gobreaker.NewCircuitBreaker[[]byte](gobreaker.Settings{
 		Name:        "wechat",
@@ -321,7 +329,11 @@ func (c *Client) roundTrip(ctx context.Context, op, method, path string, q url.V
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
-	resp, err := c.http.Do(req)
+	hc := c.http
+	if op == OpCode2Session {
+		hc = c.fresh
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, transportError(ctx, op, err)
 	}

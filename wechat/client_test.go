@@ -336,3 +336,23 @@ func TestNewClientRejectsBadBaseURL(t *testing.T) {
 		}
 	}
 }
+
+// TestCode2SessionNeverResends: when WeChat drops the connection after the
+// request went out, the code is not sent again (net/http would silently
+// retry a GET on a reused connection; WeChat may have consumed the code).
+func TestCode2SessionNeverResends(t *testing.T) {
+	w := newWorld(t, nil)
+	ctx := context.Background()
+	if _, err := w.client.Code2Session(ctx, app, "warm-up"); err != nil {
+		t.Fatal(err)
+	}
+	w.emu.SetFault("/sns/jscode2session", emulator.Fault{Reset: true, Times: 1})
+	_, err := w.client.Code2Session(ctx, app, "dropped")
+	var ue *wechat.UpstreamError
+	if !errors.As(err, &ue) || ue.Kind != wechat.Unreachable {
+		t.Fatalf("err = %v, want Unreachable", err)
+	}
+	if n := w.emu.Calls("/sns/jscode2session"); n != 2 {
+		t.Errorf("WeChat received the code %d times in all, want 2 (warm-up + one try)", n)
+	}
+}
