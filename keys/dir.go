@@ -112,6 +112,11 @@ func (d *Dir) Init(alg string) (created bool, err error) {
 	if !validAlg(alg) {
 		return false, fmt.Errorf("keys: unknown signing algorithm %q (use ES256, EdDSA or RS256)", alg)
 	}
+	// Keys already there: touch nothing, not even the lock file, so a
+	// read-only mount (a Kubernetes Secret) answers too.
+	if exists, err := d.hasManifest(); err != nil || exists {
+		return false, err
+	}
 	if _, err := os.Stat(d.path); errors.Is(err, fs.ErrNotExist) {
 		if err := os.MkdirAll(d.path, 0o700); err != nil {
 			return false, fmt.Errorf("keys: create directory: %w", err)
@@ -125,27 +130,41 @@ func (d *Dir) Init(alg string) (created bool, err error) {
 		return false, err
 	}
 	defer unlock()
-	if _, err := os.Stat(filepath.Join(d.path, ManifestFile)); err == nil {
-		return false, nil
+	// Another process may have initialized it while we waited.
+	if exists, err := d.hasManifest(); err != nil || exists {
+		return false, err
 	}
 	now := d.now().UTC()
-	var m manifest
-	m.Version = 1
+	m := manifest{Version: 1}
 	for _, k := range []Kind{Signing, Encryption} {
-		a, err := d.newKey(k, alg, Active, now)
-		if err != nil {
-			return false, err
+		for _, state := range []State{Active, Next} {
+			e, err := d.newKey(k, alg, state, now)
+			if err != nil {
+				d.remove(m.Keys)
+				return false, err
+			}
+			m.Keys = append(m.Keys, e)
 		}
-		n, err := d.newKey(k, alg, Next, now)
-		if err != nil {
-			return false, err
-		}
-		m.Keys = append(m.Keys, a, n)
 	}
 	if err := d.writeManifest(m); err != nil {
+		d.remove(m.Keys)
 		return false, err
 	}
 	return true, nil
+}
+
+// hasManifest reports whether keyset.json exists; an error other than
+// "not there" is returned so Init never overwrites keys it cannot see.
+func (d *Dir) hasManifest() (bool, error) {
+	_, err := os.Stat(filepath.Join(d.path, ManifestFile))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	default:
+		return false, fmt.Errorf("keys: check manifest: %w", err)
+	}
 }
 
 // Rotate moves every kind one step: next → active, active → retired, and a
@@ -192,7 +211,20 @@ func (d *Dir) RotateIfDue(every time.Duration) (bool, error) {
 	return true, d.rotateLocked(m, false)
 }
 
-func (d *Dir) rotateLocked(m manifest, emergency bool) error {
+func (d *Dir) rotateLocked(m manifest, emergency bool) (err error) {
+	var fresh []entry // files this rotation wrote; deleted again if it fails
+	defer func() {
+		if err != nil {
+			d.remove(fresh)
+		}
+	}()
+	newKey := func(k Kind, alg string, state State, now time.Time) (entry, error) {
+		e, err := d.newKey(k, alg, state, now)
+		if err == nil {
+			fresh = append(fresh, e)
+		}
+		return e, err
+	}
 	now := d.now().UTC()
 	alg := ES256
 	for _, e := range m.Keys {
@@ -204,11 +236,11 @@ func (d *Dir) rotateLocked(m manifest, emergency bool) error {
 	var drop []entry
 	for _, k := range []Kind{Signing, Encryption} {
 		if emergency {
-			a, err := d.newKey(k, alg, Active, now)
+			a, err := newKey(k, alg, Active, now)
 			if err != nil {
 				return err
 			}
-			n, err := d.newKey(k, alg, Next, now)
+			n, err := newKey(k, alg, Next, now)
 			if err != nil {
 				return err
 			}
@@ -238,7 +270,7 @@ func (d *Dir) rotateLocked(m manifest, emergency bool) error {
 			}
 		}
 		if next == nil {
-			n, err := d.newKey(k, alg, Next, now)
+			n, err := newKey(k, alg, Next, now)
 			if err != nil {
 				return err
 			}
@@ -246,11 +278,11 @@ func (d *Dir) rotateLocked(m manifest, emergency bool) error {
 		}
 		t := now
 		next.State, next.Activated = Active, &t
-		fresh, err := d.newKey(k, alg, Next, now)
+		successor, err := newKey(k, alg, Next, now)
 		if err != nil {
 			return err
 		}
-		out = append(out, *next, fresh)
+		out = append(out, *next, successor)
 		out = append(out, rest...)
 	}
 	if emergency {
@@ -345,8 +377,12 @@ func (d *Dir) CheckPermissions() []string {
 		if err != nil || st.Mode().Perm()&0o077 == 0 {
 			continue
 		}
-		out = append(out, fmt.Sprintf("key file %s is readable by group or others (mode %04o); run: chmod 600 %s",
-			p, st.Mode().Perm(), p))
+		what := "key file"
+		if e.Name() == ManifestFile {
+			what = "manifest"
+		}
+		out = append(out, fmt.Sprintf("%s %s is readable by group or others (mode %04o); run: chmod 600 %s",
+			what, p, st.Mode().Perm(), p))
 	}
 	return out
 }
@@ -430,6 +466,12 @@ func writeAtomic(path string, data []byte) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("keys: write %s: %w", filepath.Base(path), err)
 	}
+	// Make the rename itself durable; best effort, as some file systems
+	// refuse to sync a directory.
+	if dir, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = dir.Sync()
+		_ = dir.Close()
+	}
 	return nil
 }
 
@@ -469,7 +511,7 @@ func (d *Dir) newKey(k Kind, alg string, state State, now time.Time) (entry, err
 			return entry{}, err
 		}
 		e.KID, e.Alg = base64.RawURLEncoding.EncodeToString(id[:16]), A256GCM
-		e.File = e.KID + ".jwk"
+		e.File = "enc-" + e.KID + ".jwk"
 		b, err := json.MarshalIndent(octJWK{Kty: "oct", KID: e.KID, Alg: A256GCM, Use: "enc",
 			K: base64.RawURLEncoding.EncodeToString(raw[:])}, "", "  ")
 		if err != nil {

@@ -203,7 +203,7 @@ func TestSealOpen(t *testing.T) {
 			}
 		})
 	}
-	ek, _ := os.ReadFile(filepath.Join(d.Path(), k.KID+".jwk"))
+	ek, _ := os.ReadFile(filepath.Join(d.Path(), "enc-"+k.KID+".jwk"))
 	var jwk map[string]string
 	if json.Unmarshal(ek, &jwk) != nil || jwk["kty"] != "oct" || jwk["alg"] != "A256GCM" || jwk["kid"] != k.KID {
 		t.Errorf("encryption key file is not an oct JWK")

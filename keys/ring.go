@@ -153,8 +153,15 @@ func (d *Dir) load(raw []byte, retention time.Duration) (*Ring, error) {
 	entries := slices.Clone(m.Keys)
 	slices.SortStableFunc(entries, func(a, b entry) int { return order[a.State] - order[b.State] })
 	for _, e := range entries {
+		if !validKID(e.KID) {
+			return nil, fmt.Errorf("keys: %s: a key has a missing or malformed kid", ManifestFile)
+		}
 		if e.State != Active && e.State != Next && e.State != Retired {
 			return nil, fmt.Errorf("keys: key %s: unknown state %q", e.KID, e.State)
+		}
+		if e.State == Retired && e.Retired == nil {
+			// Without the time it retired, it would stay trusted forever.
+			return nil, fmt.Errorf("keys: key %s: retired without a retired time", e.KID)
 		}
 		if expired(e, retention, now) {
 			continue
@@ -196,6 +203,9 @@ func (d *Dir) load(raw []byte, retention time.Duration) (*Ring, error) {
 			ek, err := parseEncryption(e, data)
 			if err != nil {
 				return nil, err
+			}
+			if _, dup := r.decrypt[e.KID]; dup {
+				return nil, fmt.Errorf("keys: key %s listed twice", e.KID)
 			}
 			r.decrypt[e.KID] = ek
 			if e.State == Active {
@@ -268,7 +278,8 @@ func parseEncryption(e entry, data []byte) (*EncryptionKey, error) {
 		return nil, fmt.Errorf("keys: key %s: not a JWK", e.KID)
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(j.K)
-	if err != nil || j.Kty != "oct" || j.KID != e.KID || len(raw) != 32 {
+	if err != nil || j.Kty != "oct" || j.KID != e.KID || len(raw) != 32 || e.Alg != A256GCM ||
+		(j.Alg != "" && j.Alg != A256GCM) || (j.Use != "" && j.Use != "enc") {
 		return nil, fmt.Errorf("keys: key %s: not a 256-bit oct JWK with this kid", e.KID)
 	}
 	block, err := aes.NewCipher(raw)
@@ -316,6 +327,21 @@ func thumbprint(pub crypto.PublicKey) (string, error) {
 	}
 	sum := sha256.Sum256(b)
 	return base64.RawURLEncoding.EncodeToString(sum[:]), nil
+}
+
+// validKID accepts the kids this package makes: non-empty base64url of a
+// sane length. A kid is also a file name and part of the token's sealed
+// claim ("v1.<kid>.<data>"), so anything else is refused.
+func validKID(kid string) bool {
+	if kid == "" || len(kid) > 128 {
+		return false
+	}
+	for _, c := range kid {
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // sameManifest reports whether raw is the manifest r was loaded from.

@@ -2,10 +2,13 @@ package keys
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,7 +23,7 @@ type Store struct {
 	ring      atomic.Pointer[Ring]
 
 	mu        sync.Mutex // serializes reloads
-	lastError []byte     // manifest content last seen broken, to log it once
+	lastError string     // brokenMark of the manifest last seen broken, to log it once
 }
 
 // NewStore loads dir once; ErrNoKeys passes through for a helpful message.
@@ -47,9 +50,14 @@ const (
 	reloadBackoff = 50 * time.Millisecond
 )
 
-// Reload re-reads the directory. On failure it keeps serving the last good
-// keys, logs the error once per broken manifest, and returns it.
-func (s *Store) Reload() error {
+// Reload re-reads the directory, for SIGHUP and after a rotation. On
+// failure it keeps serving the last good keys, logs the error and returns it.
+func (s *Store) Reload() error { return s.reload(true) }
+
+// reload loads the directory, retrying a failed load a few times because a
+// CLI may be mid-change. logRepeats=false logs a failure only the first time
+// the manifest is seen with that content, so Watch does not log every tick.
+func (s *Store) reload(logRepeats bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var raw []byte
@@ -63,31 +71,50 @@ func (s *Store) Reload() error {
 		if err == nil {
 			r, err = s.dir.load(raw, s.retention)
 		} else if errors.Is(err, os.ErrNotExist) {
-			err = ErrNoKeys
+			err = fmt.Errorf("%w (%s)", ErrNoKeys, s.dir.path)
+		} else {
+			raw = nil
+			err = fmt.Errorf("keys: read manifest: %w", err)
 		}
 		if err == nil {
 			break
 		}
 	}
 	if err != nil {
-		seen := append([]byte{0}, raw...) // the 0 tells "no manifest" from an empty one
-		if string(seen) != string(s.lastError) {
+		seen := brokenMark(raw)
+		if logRepeats || seen != s.lastError {
 			s.log.Error("keys reload failed; serving the last good keys", "keys_dir", s.dir.path, "err", err.Error())
-			s.lastError = seen
 		}
+		s.lastError = seen
 		return err
 	}
-	s.lastError = nil
+	s.lastError = ""
 	old := s.ring.Swap(r)
-	if old == nil || !old.sameManifest(raw) || old.etag != r.etag {
+	if old == nil || old.etag != r.etag || !slices.Equal(old.kids, r.kids) ||
+		old.signing.KID != r.signing.KID || old.encryption.KID != r.encryption.KID {
 		s.log.Info("keys loaded", "signing_kid", r.signing.KID, "encryption_kid", r.encryption.KID, "kids", r.kids)
 	}
 	return nil
 }
 
+// brokenMark identifies a broken manifest's content without keeping it: a
+// hash, with "absent" distinct from an empty file.
+func brokenMark(raw []byte) string {
+	if raw == nil {
+		return "absent"
+	}
+	sum := sha256.Sum256(raw)
+	return string(sum[:])
+}
+
 // Watch polls the directory every interval until ctx ends, reloading when
-// the manifest changed or a retired key passed its retention.
+// the manifest's bytes changed or a retired key passed its retention. While
+// the directory is broken it keeps trying (a key file may be fixed without
+// touching the manifest) but logs once per distinct manifest content.
 func (s *Store) Watch(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		interval = time.Second
+	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -102,12 +129,6 @@ func (s *Store) Watch(ctx context.Context, interval time.Duration) {
 		if err == nil && cur.sameManifest(raw) && !due {
 			continue
 		}
-		s.mu.Lock()
-		seenBroken := err == nil && string(append([]byte{0}, raw...)) == string(s.lastError)
-		s.mu.Unlock()
-		if seenBroken && !due {
-			continue
-		}
-		_ = s.Reload()
+		_ = s.reload(false)
 	}
 }

@@ -1,0 +1,196 @@
+package keys_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wxtoken/wxtoken/keys"
+)
+
+// syncBuffer is a log sink safe for the Watch goroutine and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (s *syncBuffer) count(sub string) int { return strings.Count(s.String(), sub) }
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestNewStoreErrors(t *testing.T) {
+	_, err := keys.NewStore(keys.NewDir(filepath.Join(t.TempDir(), "none"), nil), retention, nil)
+	if !errors.Is(err, keys.ErrNoKeys) {
+		t.Errorf("NewStore on a missing directory: %v, want ErrNoKeys", err)
+	}
+	d, _ := newDir(t, "ES256")
+	if err := os.WriteFile(filepath.Join(d.Path(), "keyset.json"), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.NewStore(d, retention, nil); err == nil || errors.Is(err, keys.ErrNoKeys) {
+		t.Errorf("NewStore on a corrupt manifest: %v", err)
+	}
+}
+
+// TestStoreLogsChangesOnce: INFO with kids when the ring changes and not
+// when it does not; an explicit Reload always reports its failure.
+func TestStoreLogsChangesOnce(t *testing.T) {
+	d, _ := newDir(t, "ES256")
+	var logs syncBuffer
+	s, err := keys.NewStore(d, retention, slog.New(slog.NewJSONHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); err != nil || logs.count(`"level":"INFO"`) != 0 {
+		t.Fatalf("unchanged reload: %v, logs %s", err, logs.String())
+	}
+	if err := d.Rotate(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if logs.count(`"level":"INFO"`) != 1 || !strings.Contains(logs.String(), s.Current().SigningKey().KID) {
+		t.Errorf("rotation not logged with its kids: %s", logs.String())
+	}
+	manifest := filepath.Join(d.Path(), "keyset.json")
+	if err := os.Remove(manifest); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := s.Reload(); !errors.Is(err, keys.ErrNoKeys) {
+			t.Errorf("Reload without a manifest: %v, want ErrNoKeys", err)
+		}
+	}
+	if n := logs.count(`"level":"ERROR"`); n != 2 {
+		t.Errorf("%d errors logged for two failed explicit reloads, want 2", n)
+	}
+	if s.Current() == nil {
+		t.Error("the ring is gone after a failed reload")
+	}
+}
+
+// TestWatchLogsBrokenDirectoryOncePerContent: a broken directory logs an
+// error the first time each broken manifest is seen, not every tick, and the
+// server keeps the last good keys throughout.
+func TestWatchLogsBrokenDirectoryOncePerContent(t *testing.T) {
+	d, _ := newDir(t, "ES256")
+	var logs syncBuffer
+	s, err := keys.NewStore(d, retention, slog.New(slog.NewJSONHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := s.Current()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Watch(ctx, 10*time.Millisecond)
+
+	manifest := filepath.Join(d.Path(), "keyset.json")
+	saved, _ := os.ReadFile(manifest)
+	for i, broken := range []string{`{"version":1,"keys":[{"kid":"tru`, `{"version":2}`} {
+		// Replace the manifest by rename: os.WriteFile truncates first, and
+		// Watch could see the empty file in between, a third content.
+		tmp := manifest + ".new"
+		if err := os.WriteFile(tmp, []byte(broken), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, manifest); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "an error is logged", func() bool { return logs.count(`"level":"ERROR"`) == i+1 })
+		time.Sleep(400 * time.Millisecond) // many ticks
+		if n := logs.count(`"level":"ERROR"`); n != i+1 {
+			t.Errorf("%d errors after broken manifest %d, want %d (once per content)", n, i+1, i+1)
+		}
+		if s.Current() != good {
+			t.Error("a broken directory replaced the ring")
+		}
+	}
+
+	// A missing key file under an unchanged, valid manifest heals when the
+	// file comes back, without any manifest change.
+	if err := os.WriteFile(manifest, saved, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Rotate(false); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the rotation is loaded", func() bool { return s.Current().SigningKey().KID != good.SigningKey().KID })
+	active := filepath.Join(d.Path(), s.Current().SigningKey().KID+".pem")
+	pem, _ := os.ReadFile(active)
+	if err := os.Remove(active); err != nil {
+		t.Fatal(err)
+	}
+	errorsBefore := logs.count(`"level":"ERROR"`) // counted first: Watch may log before Rotate returns
+	if err := d.Rotate(false); err != nil {       // manifest changes; its new ring cannot load
+		t.Fatal(err)
+	}
+	eventually(t, "the broken rotation is logged", func() bool { return logs.count(`"level":"ERROR"`) > errorsBefore })
+	if err := os.WriteFile(active, pem, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the restored key file is picked up", func() bool {
+		_, ok := s.Current().VerificationKey(strings.TrimSuffix(filepath.Base(active), ".pem"))
+		return ok && len(kids(t, d, keys.Signing, keys.Retired)) == 2 &&
+			s.Current().SigningKey().KID == kids(t, d, keys.Signing, keys.Active)[0]
+	})
+}
+
+// TestWatchDropsExpiredRetiredKeys: a retired key leaves the live ring when
+// its retention passes, with no manifest change and no prune.
+func TestWatchDropsExpiredRetiredKeys(t *testing.T) {
+	d, clk := newDir(t, "EdDSA")
+	old := mustLoad(t, d)
+	if err := d.Rotate(false); err != nil {
+		t.Fatal(err)
+	}
+	s, err := keys.NewStore(d, retention, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.Current().VerificationKey(old.SigningKey().KID); !ok {
+		t.Fatal("the retired key is not published within its retention")
+	}
+	_, etag := s.Current().JWKS()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Watch(ctx, 10*time.Millisecond)
+	clk.add(retention)
+	eventually(t, "the retired keys leave the ring", func() bool {
+		r := s.Current()
+		_, sig := r.VerificationKey(old.SigningKey().KID)
+		_, enc := r.DecryptionKey(old.EncryptionKey().KID)
+		return !sig && !enc
+	})
+	if _, etag2 := s.Current().JWKS(); etag2 == etag {
+		t.Error("the JWKS ETag did not change when a key left it")
+	}
+}
