@@ -9,7 +9,10 @@ import (
 	"github.com/wxtoken/wxtoken/wechat"
 )
 
-const sessionKey = "wxtoken.session"
+const (
+	sessionKey = "wxtoken.session"
+	appKey     = "wxtoken.app"
+)
 
 // bearer authenticates a route with the access token (RFC 6750). A missing
 // token answers a bare challenge; a bad one adds error="invalid_token".
@@ -30,7 +33,16 @@ func (h *server) bearer(next echo.HandlerFunc) echo.HandlerFunc {
 				"request_id", requestID(c), "reason", reasonOf(err))
 			return invalidToken(err)
 		}
+		// A token for an app no longer served here is refused on every
+		// route, even with a good signature: its app was taken away.
+		app, ok := h.cfg.Apps.Lookup(sess.AppID)
+		if !ok {
+			h.cfg.Logger.InfoContext(c.Request().Context(), "token refused",
+				"request_id", requestID(c), "reason", "audience is not an app served here")
+			return invalidToken(token.ErrInvalid)
+		}
 		c.Set(sessionKey, sess)
+		c.Set(appKey, app)
 		return next(c)
 	}
 }
@@ -74,12 +86,8 @@ func sessionOf(c echo.Context) *token.Session {
 	return s
 }
 
-// credentials finds the app a verified token belongs to. A token for an app
-// no longer served here cannot be used, even if its signature is good.
-func (h *server) credentials(s *token.Session) (wechat.Credentials, error) {
-	app, ok := h.cfg.Apps.Lookup(s.AppID)
-	if !ok {
-		return wechat.Credentials{}, invalidToken(token.ErrInvalid)
-	}
-	return app, nil
+// credentials is the app the bearer middleware found for the request's token.
+func credentials(c echo.Context) wechat.Credentials {
+	app, _ := c.Get(appKey).(wechat.Credentials)
+	return app
 }

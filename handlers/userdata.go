@@ -95,11 +95,7 @@ func (h *server) phoneNumber(c echo.Context) error {
 		return err
 	}
 	s := sessionOf(c)
-	app, err := h.credentials(s)
-	if err != nil {
-		return err
-	}
-	info, err := h.cfg.WeChat.PhoneNumber(c.Request().Context(), app, req.Code, s.OpenID)
+	info, err := h.cfg.WeChat.PhoneNumber(c.Request().Context(), credentials(c), req.Code, s.OpenID)
 	if err != nil {
 		return err
 	}
@@ -120,11 +116,7 @@ type sessionCheckResponse struct {
 // user's current one. false means: call wx.login() and log in again.
 func (h *server) sessionCheck(c echo.Context) error {
 	s := sessionOf(c)
-	app, err := h.credentials(s)
-	if err != nil {
-		return err
-	}
-	valid, err := h.cfg.WeChat.CheckSession(c.Request().Context(), app, s.OpenID, s.SessionKey)
+	valid, err := h.cfg.WeChat.CheckSession(c.Request().Context(), credentials(c), s.OpenID, s.SessionKey)
 	if err != nil {
 		return err
 	}

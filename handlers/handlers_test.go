@@ -1,0 +1,504 @@
+package handlers_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wxtoken/wxtoken/emulator"
+	"github.com/wxtoken/wxtoken/handlers"
+	"github.com/wxtoken/wxtoken/keys"
+	"github.com/wxtoken/wxtoken/secret"
+	"github.com/wxtoken/wxtoken/token"
+	"github.com/wxtoken/wxtoken/wechat"
+)
+
+const (
+	appA    = "wxaaaaaaaaaaaaaaaa"
+	appB    = "wxbbbbbbbbbbbbbbbb"
+	secretA = "secret-a-0123456789abcdef0123456"
+	secretB = "secret-b-0123456789abcdef0123456"
+)
+
+// apps serves the listed mini programs; the first is the default.
+type apps []wechat.Credentials
+
+func (a apps) Lookup(appid string) (wechat.Credentials, bool) {
+	for _, c := range a {
+		if c.AppID == appid {
+			return c, true
+		}
+	}
+	return wechat.Credentials{}, false
+}
+
+func (a apps) Default() string { return a[0].AppID }
+
+// fixture is the handlers wired to real parts: a real key directory, the real
+// token service and WeChat client, and the WeChat emulator on loopback.
+type fixture struct {
+	srv    *httptest.Server
+	wx     *emulator.Emulator
+	tokens *token.Service
+	logs   *bytes.Buffer
+}
+
+type options struct {
+	served    apps // defaults to both apps
+	dev       bool
+	loginRate float64
+}
+
+func newFixture(t *testing.T, o options) *fixture {
+	t.Helper()
+	logs := new(bytes.Buffer)
+	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+
+	wx := emulator.New(emulator.Config{Apps: map[string]string{appA: secretA, appB: secretB}, UnionID: true})
+	wxSrv := httptest.NewServer(wx)
+	t.Cleanup(wxSrv.Close)
+
+	dir := keys.NewDir(filepath.Join(t.TempDir(), "keys"), nil)
+	if _, err := dir.Init(keys.ES256); err != nil {
+		t.Fatal(err)
+	}
+	store, err := keys.NewStore(dir, 3*time.Hour, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := wechat.NewClient(wechat.Config{BaseURL: wxSrv.URL, Timeout: 2 * time.Second, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := token.New(token.Config{Issuer: "https://wxtoken.test", TTL: time.Hour, Leeway: 30 * time.Second,
+		Audiences: []string{appA, appB}, Keys: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := o.served
+	if served == nil {
+		served = apps{{AppID: appA, Secret: secretA}, {AppID: appB, Secret: secretB}}
+	}
+	e, err := handlers.New(handlers.Config{
+		Logger: logger, WeChat: client, Tokens: tokens, Apps: served,
+		JWKS:       func() ([]byte, string) { return store.Current().JWKS() },
+		OpenAPI:    []byte("openapi: 3.1.0\n"),
+		Dev:        o.dev,
+		LoginRate:  o.loginRate,
+		LoginBurst: 2,
+		JWKSMaxAge: 5 * time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(e)
+	t.Cleanup(srv.Close)
+	return &fixture{srv: srv, wx: wx, tokens: tokens, logs: logs}
+}
+
+type answer struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (a answer) json(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(a.body, &m); err != nil {
+		t.Fatalf("body %q is not a JSON object: %v", a.body, err)
+	}
+	return m
+}
+
+func (f *fixture) do(t *testing.T, method, path, bearer, contentType, body string) answer {
+	t.Helper()
+	req, err := http.NewRequest(method, f.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return answer{resp.StatusCode, resp.Header, b}
+}
+
+func (f *fixture) post(t *testing.T, path, bearer, body string) answer {
+	t.Helper()
+	return f.do(t, http.MethodPost, path, bearer, "application/json", body)
+}
+
+// login answers a token for a fresh user of appid.
+func (f *fixture) login(t *testing.T, appid, code string) string {
+	t.Helper()
+	a := f.post(t, "/v1/login", "", `{"code":"`+code+`","appid":"`+appid+`"}`)
+	if a.status != http.StatusOK {
+		t.Fatalf("login: %d %s", a.status, a.body)
+	}
+	tok, _ := a.json(t)["access_token"].(string)
+	if tok == "" {
+		t.Fatalf("login answered no access_token: %s", a.body)
+	}
+	return tok
+}
+
+// wantProblem checks that a is problem+json of the given type and status.
+func wantProblem(t *testing.T, a answer, status int, slug string) map[string]any {
+	t.Helper()
+	if a.status != status {
+		t.Fatalf("status %d, want %d: %s", a.status, status, a.body)
+	}
+	if ct := a.header.Get("Content-Type"); ct != "application/problem+json" {
+		t.Fatalf("Content-Type %q, want application/problem+json", ct)
+	}
+	p := a.json(t)
+	if p["type"] != handlers.ProblemTypePrefix+slug {
+		t.Fatalf("type %v, want %s", p["type"], handlers.ProblemTypePrefix+slug)
+	}
+	if int(p["status"].(float64)) != status || p["title"] == "" || p["detail"] == "" {
+		t.Fatalf("incomplete problem: %s", a.body)
+	}
+	if got := handlers.Kinds()[handlers.ProblemTypePrefix+slug]; got != status {
+		t.Fatalf("type %s is catalogued with status %d, answered %d", slug, got, status)
+	}
+	return p
+}
+
+func TestLoginPicksTheAppPerRequest(t *testing.T) {
+	f := newFixture(t, options{})
+	for _, tc := range []struct {
+		name, body, wantAud string
+	}{
+		{"default app", `{"code":"c1"}`, appA},
+		{"named app", `{"code":"c2","appid":"` + appB + `"}`, appB},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := f.post(t, "/v1/login", "", tc.body)
+			if a.status != http.StatusOK {
+				t.Fatalf("%d %s", a.status, a.body)
+			}
+			if a.header.Get("Cache-Control") != "no-store" {
+				t.Errorf("Cache-Control %q, want no-store", a.header.Get("Cache-Control"))
+			}
+			body := a.json(t)
+			sess, err := f.tokens.Verify(t.Context(), body["access_token"].(string))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sess.AppID != tc.wantAud || sess.OpenID != body["openid"] || sess.UnionID != body["unionid"] {
+				t.Fatalf("token says app %s user %s/%s; answer says %v/%v", sess.AppID, sess.OpenID, sess.UnionID, body["openid"], body["unionid"])
+			}
+			if bytes.Contains(a.body, []byte(sess.SessionKey.Reveal())) {
+				t.Fatal("the login answer carries the session_key")
+			}
+		})
+	}
+	wantProblem(t, f.post(t, "/v1/login", "", `{"code":"c3","appid":"wxnotservedhere00"}`), 400, "unknown-app")
+}
+
+// TestBearerRefusesTokensOfAppsNoLongerServed: a token signed by our own key
+// for an app that was taken out of the deployment gets 401 on every route,
+// and WeChat is never asked.
+func TestBearerRefusesTokensOfAppsNoLongerServed(t *testing.T) {
+	f := newFixture(t, options{dev: true})
+	tokB := f.login(t, appB, "user-b")
+	if _, err := f.tokens.Verify(t.Context(), tokB); err != nil {
+		t.Fatalf("the token itself is good: %v", err)
+	}
+	// The same keys and token service; the deployment now serves only app A.
+	e, err := handlers.New(handlers.Config{
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), WeChat: unusedWeChat{t}, Tokens: f.tokens,
+		Apps: apps{{AppID: appA, Secret: secretA}}, JWKS: func() ([]byte, string) { return nil, "" }, Dev: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	onlyA := &fixture{srv: httptest.NewServer(e)}
+	defer onlyA.srv.Close()
+	for _, path := range []string{"/v1/decrypt", "/v1/userinfo", "/v1/phone-number", "/v1/session/check", "/dev/encrypt"} {
+		t.Run(path, func(t *testing.T) {
+			a := onlyA.post(t, path, tokB, `{"code":"x","encryptedData":"AAAAAAAAAAAAAAAAAAAAAA==","iv":"AAAAAAAAAAAAAAAAAAAAAA==","rawData":"{}","signature":"00"}`)
+			wantProblem(t, a, 401, "invalid-token")
+			if !strings.Contains(a.header.Get("WWW-Authenticate"), `error="invalid_token"`) {
+				t.Fatalf("WWW-Authenticate %q", a.header.Get("WWW-Authenticate"))
+			}
+		})
+	}
+}
+
+// unusedWeChat fails the test if a handler reaches WeChat.
+type unusedWeChat struct{ t *testing.T }
+
+func (u unusedWeChat) Code2Session(_ context.Context, _ wechat.Credentials, _ string) (wechat.Session, error) {
+	u.t.Error("WeChat was called")
+	return wechat.Session{}, io.EOF
+}
+
+func (u unusedWeChat) PhoneNumber(context.Context, wechat.Credentials, string, string) (wechat.PhoneInfo, error) {
+	u.t.Error("WeChat was called")
+	return wechat.PhoneInfo{}, io.EOF
+}
+
+func (u unusedWeChat) CheckSession(context.Context, wechat.Credentials, string, secret.String) (bool, error) {
+	u.t.Error("WeChat was called")
+	return false, io.EOF
+}
+
+// TestBearerChallenges: RFC 6750 section 3 — a bare challenge when no
+// credentials came, error="invalid_token" when bad ones did.
+func TestBearerChallenges(t *testing.T) {
+	f := newFixture(t, options{})
+	for _, tc := range []struct {
+		name, authorization string
+		invalidToken        bool
+	}{
+		{"none", "", false},
+		{"basic scheme", "Basic dXNlcjpwYXNz", false},
+		{"bearer without token", "Bearer ", true},
+		{"not a b64token", "Bearer abc def", true},
+		{"garbage", "Bearer abc.def.ghi", true},
+		{"lower-case scheme, garbage", "bearer abc.def.ghi", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodPost, f.srv.URL+"/v1/session/check", nil)
+			if tc.authorization != "" {
+				req.Header.Set("Authorization", tc.authorization)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			a := answer{resp.StatusCode, resp.Header, body}
+			slug := "unauthorized"
+			if tc.invalidToken {
+				slug = "invalid-token"
+			}
+			wantProblem(t, a, 401, slug)
+			challenge := a.header.Get("WWW-Authenticate")
+			if !strings.HasPrefix(challenge, "Bearer ") {
+				t.Fatalf("WWW-Authenticate %q", challenge)
+			}
+			if got := strings.Contains(challenge, `error="invalid_token"`); got != tc.invalidToken {
+				t.Fatalf("WWW-Authenticate %q: invalid_token %v, want %v", challenge, got, tc.invalidToken)
+			}
+		})
+	}
+}
+
+func TestRequestShapeProblems(t *testing.T) {
+	f := newFixture(t, options{})
+	for _, tc := range []struct {
+		name, method, path, contentType, body string
+		status                                int
+		slug, detailHas                       string
+	}{
+		{"missing code", "POST", "/v1/login", "application/json", `{}`, 400, "invalid-request", `"code" is required`},
+		{"empty code", "POST", "/v1/login", "application/json", `{"code":""}`, 400, "invalid-request", `"code" is required`},
+		{"code not a string", "POST", "/v1/login", "application/json", `{"code":5}`, 400, "invalid-request", `"code" must be a JSON string`},
+		{"code with a newline", "POST", "/v1/login", "application/json", `{"code":"a\nb"}`, 400, "invalid-request", "printable ASCII"},
+		{"code too long", "POST", "/v1/login", "application/json", `{"code":"` + strings.Repeat("a", 257) + `"}`, 400, "invalid-request", "at most 256"},
+		{"syntax error", "POST", "/v1/login", "application/json", `{"code":`, 400, "invalid-request", "ends too early"},
+		{"two values", "POST", "/v1/login", "application/json", `{"code":"a"}{"code":"b"}`, 400, "invalid-request", "more than one"},
+		{"array", "POST", "/v1/login", "application/json", `["a"]`, 400, "invalid-request", "JSON object"},
+		{"empty body", "POST", "/v1/login", "application/json", ``, 400, "invalid-request", "empty"},
+		{"form body", "POST", "/v1/login", "application/x-www-form-urlencoded", `code=abc`, 415, "unsupported-media-type", "application/json"},
+		{"too large", "POST", "/v1/login", "application/json", `{"code":"a","x":"` + strings.Repeat("a", 65<<10) + `"}`, 413, "request-too-large", "65536"},
+		{"unknown route", "GET", "/v1/nope", "", ``, 404, "not-found", "No such route"},
+		{"wrong method", "GET", "/v1/login", "", ``, 405, "method-not-allowed", "method"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := f.do(t, tc.method, tc.path, "", tc.contentType, tc.body)
+			p := wantProblem(t, a, tc.status, tc.slug)
+			if d, _ := p["detail"].(string); !strings.Contains(d, tc.detailHas) {
+				t.Fatalf("detail %q does not say %q", d, tc.detailHas)
+			}
+		})
+	}
+	if n := f.wx.Calls("/sns/jscode2session"); n != 0 {
+		t.Fatalf("malformed logins reached WeChat %d times", n)
+	}
+}
+
+// TestWeChatErrcodesMapped drives every errcode the core issue names through
+// the emulator (a code "err-<n>" answers errcode n).
+func TestWeChatErrcodesMapped(t *testing.T) {
+	f := newFixture(t, options{})
+	for _, tc := range []struct {
+		errcode    string
+		status     int
+		slug       string
+		retryAfter bool
+	}{
+		{"40029", 400, "invalid-code", false},
+		{"40163", 400, "invalid-code", false},
+		{"40226", 403, "login-blocked", false},
+		{"45011", 429, "wechat-rate-limited", true},
+		{"-1", 503, "wechat-busy", true},
+		{"40013", 502, "wechat-error", false},
+	} {
+		t.Run(tc.errcode, func(t *testing.T) {
+			p := wantProblem(t, f.post(t, "/v1/login", "", `{"code":"err-`+tc.errcode+`"}`), tc.status, tc.slug)
+			if got, _ := p["errcode"].(float64); strconv.Itoa(int(got)) != tc.errcode {
+				t.Fatalf("errcode %v, want %s", p["errcode"], tc.errcode)
+			}
+			if d, _ := p["detail"].(string); !strings.Contains(d, tc.errcode) {
+				t.Fatalf("detail %q does not name errcode %s", d, tc.errcode)
+			}
+		})
+	}
+}
+
+func TestLoginRateLimit(t *testing.T) {
+	f := newFixture(t, options{loginRate: 0.5}) // burst 2
+	for i := range 2 {
+		if a := f.post(t, "/v1/login", "", `{"code":"burst-`+string(rune('a'+i))+`"}`); a.status != 200 {
+			t.Fatalf("login %d within the burst: %d %s", i, a.status, a.body)
+		}
+	}
+	a := f.post(t, "/v1/login", "", `{"code":"over"}`)
+	wantProblem(t, a, 429, "rate-limited")
+	if a.header.Get("Retry-After") != "2" {
+		t.Fatalf("Retry-After %q, want 2 (one token every 2 s)", a.header.Get("Retry-After"))
+	}
+	if n := f.wx.Calls("/sns/jscode2session"); n != 2 {
+		t.Fatalf("WeChat saw %d logins, want 2: the limited one must not reach it", n)
+	}
+	// Other routes are not limited.
+	if a := f.do(t, "GET", "/.well-known/jwks.json", "", "", ""); a.status != 200 {
+		t.Fatalf("jwks while logins are limited: %d", a.status)
+	}
+}
+
+func TestJWKSConditionalGet(t *testing.T) {
+	f := newFixture(t, options{})
+	a := f.do(t, "GET", "/.well-known/jwks.json", "", "", "")
+	if a.status != 200 || a.header.Get("Content-Type") != "application/jwk-set+json" {
+		t.Fatalf("%d %q", a.status, a.header.Get("Content-Type"))
+	}
+	if cc := a.header.Get("Cache-Control"); cc != "public, max-age=300" {
+		t.Fatalf("Cache-Control %q", cc)
+	}
+	etag := a.header.Get("ETag")
+	if etag == "" {
+		t.Fatal("no ETag")
+	}
+	for _, tc := range []struct {
+		ifNoneMatch string
+		want        int
+	}{
+		{etag, 304},
+		{"W/" + etag, 304},
+		{`"other", ` + etag, 304},
+		{"*", 304},
+		{`"other"`, 200},
+	} {
+		req, _ := http.NewRequest("GET", f.srv.URL+"/.well-known/jwks.json", nil)
+		req.Header.Set("If-None-Match", tc.ifNoneMatch)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("If-None-Match %s: %d, want %d", tc.ifNoneMatch, resp.StatusCode, tc.want)
+		}
+	}
+}
+
+// TestUserDataRoutes runs decrypt, userinfo, phone number and session check
+// for one user, with the dev-only encrypt route making the user data.
+func TestUserDataRoutes(t *testing.T) {
+	f := newFixture(t, options{dev: true})
+	tok := f.login(t, appB, "user-data")
+
+	enc := f.post(t, "/dev/encrypt", tok, `{"nickName":"Band","gender":1}`)
+	if enc.status != 200 {
+		t.Fatalf("dev encrypt: %d %s", enc.status, enc.body)
+	}
+	pair := enc.json(t)
+	body, _ := json.Marshal(map[string]any{"encryptedData": pair["encryptedData"], "iv": pair["iv"]})
+	dec := f.post(t, "/v1/decrypt", tok, string(body))
+	if dec.status != 200 {
+		t.Fatalf("decrypt: %d %s", dec.status, dec.body)
+	}
+	data, _ := dec.json(t)["data"].(map[string]any)
+	if data["nickName"] != "Band" || data["watermark"].(map[string]any)["appid"] != appB {
+		t.Fatalf("decrypted %s", dec.body)
+	}
+
+	sess, err := f.tokens.Verify(t.Context(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawData := `{"nickName":"Band","gender":1}`
+	sig := wechatSignature(rawData, sess.SessionKey.Reveal())
+	ui, _ := json.Marshal(map[string]any{"rawData": rawData, "signature": sig})
+	if a := f.post(t, "/v1/userinfo", tok, string(ui)); a.status != 200 || !bytes.Contains(a.body, []byte(`"profile":{"nickName":"Band"`)) {
+		t.Fatalf("userinfo: %d %s", a.status, a.body)
+	}
+	bad, _ := json.Marshal(map[string]any{"rawData": rawData, "signature": strings.Repeat("0", 40)})
+	wantProblem(t, f.post(t, "/v1/userinfo", tok, string(bad)), 400, "invalid-signature")
+	half, _ := json.Marshal(map[string]any{"rawData": rawData, "signature": sig, "iv": pair["iv"]})
+	wantProblem(t, f.post(t, "/v1/userinfo", tok, string(half)), 400, "invalid-request")
+
+	ph := f.post(t, "/v1/phone-number", tok, `{"code":"phone-1"}`)
+	if ph.status != 200 || ph.json(t)["countryCode"] != "86" {
+		t.Fatalf("phone: %d %s", ph.status, ph.body)
+	}
+	p := wantProblem(t, f.post(t, "/v1/phone-number", tok, `{"code":"phone-1"}`), 400, "invalid-code")
+	if !strings.Contains(p["detail"].(string), "getPhoneNumber") {
+		t.Fatalf("a reused phone code's detail does not point at the getPhoneNumber button: %v", p["detail"])
+	}
+
+	if a := f.post(t, "/v1/session/check", tok, ``); a.status != 200 || a.json(t)["valid"] != true {
+		t.Fatalf("session check: %d %s", a.status, a.body)
+	}
+	// A second login of the same user replaces the session_key at WeChat.
+	f.wx.PresetLogin("relogin", sess.OpenID, sess.UnionID, "AAAAAAAAAAAAAAAAAAAAAA==")
+	f.login(t, appB, "relogin")
+	if a := f.post(t, "/v1/session/check", tok, ``); a.status != 200 || a.json(t)["valid"] != false {
+		t.Fatalf("session check after a new login: %d %s", a.status, a.body)
+	}
+
+	for _, leak := range []string{sess.SessionKey.Reveal(), "Band", ph.json(t)["phoneNumber"].(string), tok} {
+		if strings.Contains(f.logs.String(), leak) {
+			t.Fatalf("the logs carry %q", leak)
+		}
+	}
+}
+
+func TestDevRouteAbsentOutsideDevMode(t *testing.T) {
+	f := newFixture(t, options{})
+	tok := f.login(t, appA, "no-dev")
+	wantProblem(t, f.post(t, "/dev/encrypt", tok, `{"a":1}`), 404, "not-found")
+}
+
+func wechatSignature(rawData, sessionKey string) string {
+	sum := sha1.Sum([]byte(rawData + sessionKey))
+	return hex.EncodeToString(sum[:])
+}
