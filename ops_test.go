@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -380,5 +381,50 @@ func TestDecryptVectorLibrary(t *testing.T) {
 	data, err := wechat.DecryptUserData(secret.String(vectorSessionKey), vectorAppID, vectorEncryptedData, vectorIV)
 	if err != nil || !strings.Contains(string(data), `"nickName":"Band"`) {
 		t.Fatalf("vector: %v %s", err, data)
+	}
+}
+
+// TestSlowClientsAreCutOff: a client that never finishes its headers
+// (slowloris) is disconnected by the header timeout while others are served,
+// and an oversized header block is refused before any handler runs.
+func TestSlowClientsAreCutOff(t *testing.T) {
+	f := newFixture(t, testAppID)
+	s := startServer(t, f.env)
+	hostPort := strings.TrimPrefix(s.URL, "http://")
+
+	conn, err := net.Dial("tcp", hostPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	if _, err := io.WriteString(conn, "POST /v1/login HTTP/1.1\r\nHost: wxtoken\r\nContent-Type: application/json\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Others are served while the slow client holds its connection.
+	if c := do(t, http.MethodGet, s.URL+"/healthz", "", "", nil); c.Status != http.StatusOK {
+		t.Fatalf("healthz while a slow client waits: %d", c.Status)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(12 * time.Second))
+	_, err = io.ReadAll(conn)
+	held := time.Since(start)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the server held a connection with unfinished headers for %v: no header timeout", held)
+	}
+	if held < 4*time.Second || held > 8*time.Second {
+		t.Fatalf("the slow connection was closed after %v, want about the 5 s header timeout", held)
+	}
+	t.Logf("slow client cut off after %v", held.Round(100*time.Millisecond))
+
+	req, _ := http.NewRequest(http.MethodGet, s.URL+"/healthz", nil)
+	req.Header.Set("X-Padding", strings.Repeat("a", 64<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("a 64 KiB header: %d, want 431", resp.StatusCode)
 	}
 }
