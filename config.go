@@ -26,6 +26,8 @@ const (
 	defaultWeChatTimeout  = 5 * time.Second
 	defaultLoginRate      = 10
 	defaultLoginBurst     = 20
+	defaultUserRate       = 2
+	defaultUserBurst      = 10
 	defaultReload         = 2 * time.Second
 	defaultShutdownGrace  = 15 * time.Second
 	defaultJWKSMaxAge     = 5 * time.Minute
@@ -52,6 +54,8 @@ type config struct {
 	WeChatTimeout       time.Duration
 	LoginRate           float64
 	LoginBurst          int
+	UserRate            float64
+	UserBurst           int
 	TrustedProxies      []*net.IPNet
 	RotateEvery         time.Duration
 	ReloadInterval      time.Duration
@@ -69,6 +73,10 @@ type config struct {
 // could have signed or sealed has expired by then, with room for clock skew
 // and for replicas that picked up the rotation a few seconds late.
 func (c *config) retention() time.Duration { return c.TokenTTL + c.Leeway + retentionSlack }
+
+// requestTimeout bounds one request's work: room for an access_token fetch
+// with its retries and the call it serves, and no more.
+func (c *config) requestTimeout() time.Duration { return 3*c.WeChatTimeout + 5*time.Second }
 
 // loadConfig reads the environment. Every problem is collected, so the
 // operator sees all of them at once instead of one per restart.
@@ -90,6 +98,8 @@ func loadConfig(getenv func(string) string) *config {
 	c.WeChatTimeout = c.duration(getenv, "WECHAT_TIMEOUT", defaultWeChatTimeout)
 	c.LoginRate = c.float(getenv, "WXTOKEN_LOGIN_RATE", defaultLoginRate)
 	c.LoginBurst = c.integer(getenv, "WXTOKEN_LOGIN_BURST", defaultLoginBurst)
+	c.UserRate = c.float(getenv, "WXTOKEN_USER_RATE", defaultUserRate)
+	c.UserBurst = c.integer(getenv, "WXTOKEN_USER_BURST", defaultUserBurst)
 	c.TrustedProxies = c.cidrs(getenv, "WXTOKEN_TRUSTED_PROXIES")
 	c.RotateEvery = c.duration(getenv, "WXTOKEN_ROTATE_EVERY", 0)
 	c.ReloadInterval = c.duration(getenv, "WXTOKEN_RELOAD_INTERVAL", defaultReload)
@@ -153,6 +163,8 @@ func (c *config) validate() error {
 		{c.WeChatTimeout <= 0 || c.WeChatTimeout > time.Minute, "WECHAT_TIMEOUT must be between 1ms and 1m"},
 		{c.LoginRate < 0, "WXTOKEN_LOGIN_RATE must be 0 (off) or positive"},
 		{c.LoginBurst < 1, "WXTOKEN_LOGIN_BURST must be at least 1"},
+		{c.UserRate < 0, "WXTOKEN_USER_RATE must be 0 (off) or positive"},
+		{c.UserBurst < 1, "WXTOKEN_USER_BURST must be at least 1"},
 		{c.RotateEvery < 0, "WXTOKEN_ROTATE_EVERY must be 0 (off) or positive"},
 		{c.RotateEvery > 0 && c.RotateEvery < minRotateToMaxAgeRate*c.JWKSMaxAge,
 			"WXTOKEN_ROTATE_EVERY must be at least twice WXTOKEN_JWKS_MAX_AGE, so caches see a new key before it signs"},

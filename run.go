@@ -36,6 +36,8 @@ Environment:
   WECHAT_TIMEOUT               total timeout of one WeChat call (default 5s)
   WXTOKEN_LOGIN_RATE           logins per second per client IP (default 10; 0 turns the limit off)
   WXTOKEN_LOGIN_BURST          login burst per client IP (default 20)
+  WXTOKEN_USER_RATE            phone-number and session-check calls per second per user (default 2; 0 = off)
+  WXTOKEN_USER_BURST           their burst per user (default 10)
   WXTOKEN_TRUSTED_PROXIES      IPs/CIDRs whose X-Forwarded-For is believed (default none)
   WXTOKEN_UPSTREAM_CONCURRENCY concurrent WeChat calls at most (default 64)
   WXTOKEN_ROTATE_EVERY         automatic key rotation period (default off)

@@ -86,7 +86,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		Handler:           e,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
-		WriteTimeout:      cfg.WeChatTimeout*3 + 10*time.Second,
+		// Longer than any request may work, so a slow WeChat ends in a
+		// 504 problem, never in a cut connection.
+		WriteTimeout:      cfg.requestTimeout() + 5*time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
@@ -182,6 +184,9 @@ func newApp(cfg *config, logger *slog.Logger) (*app, error) {
 		Dev:            cfg.Dev,
 		LoginRate:      cfg.LoginRate,
 		LoginBurst:     cfg.LoginBurst,
+		UserRate:       cfg.UserRate,
+		UserBurst:      cfg.UserBurst,
+		RequestTimeout: cfg.requestTimeout(),
 		TrustedProxies: cfg.TrustedProxies,
 		JWKSMaxAge:     cfg.JWKSMaxAge,
 	})

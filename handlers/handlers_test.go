@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -55,9 +56,12 @@ type fixture struct {
 }
 
 type options struct {
-	served    apps // defaults to both apps
-	dev       bool
-	loginRate float64
+	served         apps // defaults to both apps
+	dev            bool
+	loginRate      float64 // burst 2
+	userRate       float64 // burst 2
+	trusted        []*net.IPNet
+	requestTimeout time.Duration
 }
 
 func newFixture(t *testing.T, o options) *fixture {
@@ -92,12 +96,16 @@ func newFixture(t *testing.T, o options) *fixture {
 	}
 	e, err := handlers.New(handlers.Config{
 		Logger: logger, WeChat: client, Tokens: tokens, Apps: served,
-		JWKS:       func() ([]byte, string) { return store.Current().JWKS() },
-		OpenAPI:    []byte("openapi: 3.1.0\n"),
-		Dev:        o.dev,
-		LoginRate:  o.loginRate,
-		LoginBurst: 2,
-		JWKSMaxAge: 5 * time.Minute,
+		JWKS:           func() ([]byte, string) { return store.Current().JWKS() },
+		OpenAPI:        []byte("openapi: 3.1.0\n"),
+		Dev:            o.dev,
+		LoginRate:      o.loginRate,
+		LoginBurst:     2,
+		UserRate:       o.userRate,
+		UserBurst:      2,
+		TrustedProxies: o.trusted,
+		RequestTimeout: o.requestTimeout,
+		JWKSMaxAge:     5 * time.Minute,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -501,4 +509,110 @@ func TestDevRouteAbsentOutsideDevMode(t *testing.T) {
 func wechatSignature(rawData, sessionKey string) string {
 	sum := sha1.Sum([]byte(rawData + sessionKey))
 	return hex.EncodeToString(sum[:])
+}
+
+// TestUserRateLimit: the routes that spend WeChat calls are limited per user,
+// so one free token cannot burn the app's quota; other users are unaffected.
+func TestUserRateLimit(t *testing.T) {
+	f := newFixture(t, options{userRate: 0.5}) // burst 2
+	alice, bob := f.login(t, appA, "alice"), f.login(t, appA, "bob")
+	for i := range 2 {
+		if a := f.post(t, "/v1/session/check", alice, ``); a.status != 200 {
+			t.Fatalf("check %d within the burst: %d %s", i, a.status, a.body)
+		}
+	}
+	before := f.wx.Calls("/wxa/checksession")
+	a := f.post(t, "/v1/session/check", alice, ``)
+	wantProblem(t, a, 429, "rate-limited")
+	if a.header.Get("Retry-After") == "" {
+		t.Fatal("429 without Retry-After")
+	}
+	wantProblem(t, f.post(t, "/v1/phone-number", alice, `{"code":"p"}`), 429, "rate-limited")
+	if n := f.wx.Calls("/wxa/checksession") - before; n != 0 {
+		t.Fatalf("limited calls reached WeChat %d times", n)
+	}
+	if a := f.post(t, "/v1/session/check", bob, ``); a.status != 200 {
+		t.Fatalf("another user: %d %s", a.status, a.body)
+	}
+}
+
+// TestLoginLimitKeysIPv6ByPrefix: an IPv6 client holds a /64, so all of it
+// shares one bucket; IPv4 addresses keep one bucket each.
+func TestLoginLimitKeysIPv6ByPrefix(t *testing.T) {
+	_, loopback, _ := net.ParseCIDR("127.0.0.0/8")
+	f := newFixture(t, options{loginRate: 0.01, trusted: []*net.IPNet{loopback}}) // burst 2
+	from := func(ip, code string) answer {
+		req, _ := http.NewRequest(http.MethodPost, f.srv.URL+"/v1/login", strings.NewReader(`{"code":"`+code+`"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Forwarded-For", ip)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return answer{resp.StatusCode, resp.Header, body}
+	}
+	for i, ip := range []string{"2001:db8:1:2::1", "2001:db8:1:2::2"} {
+		if a := from(ip, "v6-"+strconv.Itoa(i)); a.status != 200 {
+			t.Fatalf("%s: %d %s", ip, a.status, a.body)
+		}
+	}
+	wantProblem(t, from("2001:db8:1:2:ffff::3", "v6-3"), 429, "rate-limited")
+	if a := from("2001:db8:1:3::1", "v6-other-64"); a.status != 200 {
+		t.Fatalf("another /64: %d %s", a.status, a.body)
+	}
+	for i, ip := range []string{"192.0.2.1", "192.0.2.1", "192.0.2.2"} {
+		if a := from(ip, "v4-"+strconv.Itoa(i)); a.status != 200 {
+			t.Fatalf("%s: %d %s", ip, a.status, a.body)
+		}
+	}
+}
+
+func TestRequestIDFromCallerIsKeptOnlyWhenPlain(t *testing.T) {
+	f := newFixture(t, options{})
+	for _, tc := range []struct {
+		sent string
+		kept bool
+	}{
+		{"req-123_abc.def", true},
+		{strings.Repeat("A", 20000), false},
+		{"id with spaces", false},
+		{"", false},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, f.srv.URL+"/healthz", nil)
+		if tc.sent != "" {
+			req.Header.Set("X-Request-Id", tc.sent)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		got := resp.Header.Get("X-Request-Id")
+		if got == "" || len(got) > 64 {
+			t.Fatalf("sent %.20q: answered request id %.20q", tc.sent, got)
+		}
+		if (got == tc.sent) != tc.kept {
+			t.Errorf("sent %.20q: answered %.20q, kept = %v, want %v", tc.sent, got, got == tc.sent, tc.kept)
+		}
+	}
+	if strings.Contains(f.logs.String(), strings.Repeat("A", 100)) {
+		t.Fatal("a caller's oversized request id reached the logs")
+	}
+}
+
+// TestRequestTimeoutAnswersProblem: a WeChat slower than the request's time
+// budget ends in a 504 problem within that budget, not in a cut connection.
+func TestRequestTimeoutAnswersProblem(t *testing.T) {
+	f := newFixture(t, options{requestTimeout: 300 * time.Millisecond})
+	tok := f.login(t, appA, "slow-wechat")
+	f.wx.SetFault("/wxa/checksession", emulator.Fault{Hang: 5 * time.Second, PassThrough: true})
+	start := time.Now()
+	a := f.post(t, "/v1/session/check", tok, ``)
+	took := time.Since(start)
+	wantProblem(t, a, 504, "wechat-timeout")
+	if took > 1500*time.Millisecond {
+		t.Fatalf("answered after %v; the request budget is 300ms", took)
+	}
 }

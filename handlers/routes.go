@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -63,6 +64,16 @@ type Config struct {
 	// LoginRate is logins per second per client IP; 0 turns the limit off.
 	LoginRate  float64
 	LoginBurst int
+	// UserRate is calls per second per user (appid and openid) to the
+	// authenticated routes that call WeChat (phone number, session check):
+	// a token costs nothing to get, so without it one user could spend the
+	// app's WeChat quota and upstream slots. 0 turns the limit off.
+	UserRate  float64
+	UserBurst int
+	// RequestTimeout bounds each request's work, WeChat calls included, so
+	// a slow WeChat gets a 504 problem before the server's write timeout
+	// cuts the connection. 0 means no bound beyond the client's own.
+	RequestTimeout time.Duration
 	// TrustedProxies lists the peers whose X-Forwarded-For is believed.
 	TrustedProxies []*net.IPNet
 	// JWKSMaxAge is the Cache-Control max-age of the JWKS.
@@ -91,12 +102,16 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.HTTPErrorHandler = errorHandler(cfg.Logger)
 	e.IPExtractor = ipExtractor(cfg.TrustedProxies)
 
+	e.Pre(dropUnsafeRequestID)
 	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{
 		RequestIDHandler: func(c echo.Context, id string) { c.Set(requestIDKey, id) },
 	}))
 	e.Use(h.accessLog)
 	e.Use(h.recoverer)
 	e.Use(securityHeaders)
+	if cfg.RequestTimeout > 0 {
+		e.Use(h.deadline)
+	}
 
 	e.GET("/healthz", h.healthz)
 	e.GET("/readyz", h.readyz)
@@ -109,8 +124,9 @@ func New(cfg Config) (*echo.Echo, error) {
 	// with an empty prefix would also guard unknown routes (401, not 404).
 	e.POST("/v1/decrypt", h.decrypt, h.bearer)
 	e.POST("/v1/userinfo", h.userinfo, h.bearer)
-	e.POST("/v1/phone-number", h.phoneNumber, h.bearer)
-	e.POST("/v1/session/check", h.sessionCheck, h.bearer)
+	userLimit := h.userLimiter()
+	e.POST("/v1/phone-number", h.phoneNumber, h.bearer, userLimit)
+	e.POST("/v1/session/check", h.sessionCheck, h.bearer, userLimit)
 	if cfg.Dev {
 		e.POST("/dev/encrypt", h.devEncrypt, h.bearer)
 	}
@@ -139,34 +155,95 @@ func ipExtractor(trusted []*net.IPNet) echo.IPExtractor {
 	return echo.ExtractIPFromXFFHeader(opts...)
 }
 
-// loginLimiter is a token bucket per client IP (golang.org/x/time/rate inside
+// loginLimiter is a token bucket per client (golang.org/x/time/rate inside
 // echo's memory store). Over the limit: 429 with Retry-After.
 func (h *server) loginLimiter() echo.MiddlewareFunc {
-	if h.cfg.LoginRate <= 0 {
+	return limiter(h.cfg.LoginRate, h.cfg.LoginBurst, func(c echo.Context) string { return clientKey(c.RealIP()) },
+		"Too many logins from this address. Retry later.")
+}
+
+// userLimiter is a token bucket per user; it runs after the bearer
+// middleware, which put the verified session in the context.
+func (h *server) userLimiter() echo.MiddlewareFunc {
+	return limiter(h.cfg.UserRate, h.cfg.UserBurst, func(c echo.Context) string {
+		s := sessionOf(c)
+		return s.AppID + "|" + s.OpenID
+	}, "Too many calls for this user. Retry later.")
+}
+
+func limiter(perSecond float64, burst int, key func(echo.Context) string, detail string) echo.MiddlewareFunc {
+	if perSecond <= 0 {
 		return func(next echo.HandlerFunc) echo.HandlerFunc { return next }
 	}
-	burst := h.cfg.LoginBurst
-	if burst < 1 {
-		burst = 1
-	}
+	burst = max(burst, 1)
 	store := middleware.NewRateLimiterMemoryStoreWithConfig(middleware.RateLimiterMemoryStoreConfig{
-		Rate:      rate.Limit(h.cfg.LoginRate),
+		Rate:      rate.Limit(perSecond),
 		Burst:     burst,
 		ExpiresIn: 3 * time.Minute,
 	})
-	retry := time.Duration(float64(time.Second) / h.cfg.LoginRate)
-	if retry < time.Second {
-		retry = time.Second
-	}
-	limited := func() error {
-		return kindRateLimited.problem("Too many logins from this address. Retry later.").withRetryAfter(retry)
-	}
+	retry := max(time.Duration(float64(time.Second)/perSecond), time.Second)
+	limited := func() error { return kindRateLimited.problem(detail).withRetryAfter(retry) }
 	return middleware.RateLimiterWithConfig(middleware.RateLimiterConfig{
 		Store:               store,
-		IdentifierExtractor: func(c echo.Context) (string, error) { return c.RealIP(), nil },
+		IdentifierExtractor: func(c echo.Context) (string, error) { return key(c), nil },
 		ErrorHandler:        func(echo.Context, error) error { return limited() },
 		DenyHandler:         func(echo.Context, string, error) error { return limited() },
 	})
+}
+
+// clientKey is the rate-limit key of a client address. An IPv6 client
+// usually holds a whole /64, so the key is the /64: otherwise each of its
+// 2^64 addresses would bring a fresh burst.
+func clientKey(ip string) string {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	addr = addr.Unmap()
+	if addr.Is4() {
+		return addr.String()
+	}
+	prefix, err := addr.Prefix(64)
+	if err != nil {
+		return ip
+	}
+	return prefix.String()
+}
+
+// dropUnsafeRequestID keeps a caller's X-Request-Id (a proxy's, for log
+// correlation) only when it is short and plain; anything else is replaced
+// by a fresh id, so a client cannot stuff the logs.
+func dropUnsafeRequestID(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		hdr := c.Request().Header
+		if id := hdr.Get(echo.HeaderXRequestID); id != "" && !plainID(id) {
+			hdr.Del(echo.HeaderXRequestID)
+		}
+		return next(c)
+	}
+}
+
+func plainID(id string) bool {
+	if len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		ch := id[i]
+		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '_' || ch == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// deadline bounds a request's work by RequestTimeout.
+func (h *server) deadline(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		ctx, cancel := context.WithTimeout(c.Request().Context(), h.cfg.RequestTimeout)
+		defer cancel()
+		c.SetRequest(c.Request().WithContext(ctx))
+		return next(c)
+	}
 }
 
 func securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {

@@ -69,6 +69,9 @@ type Config struct {
 	// Timeout bounds each call to WeChat, connection included.
 	Timeout time.Duration
 	// MaxConcurrent bounds calls in flight; more fail fast as Overloaded.
+	// Logins and the other calls each have a pool of this size, so a flood
+	// of token holders' calls (phone numbers, session checks) never starves
+	// new logins.
 	MaxConcurrent int
 	// BreakerThreshold consecutive failures open the circuit for BreakerCooldown.
 	BreakerThreshold int
@@ -89,11 +92,14 @@ type Client struct {
 	// fresh sends single-use codes. Its connections are never reused, so
 	// net/http never silently re-sends a GET whose reused connection broke
 	// after writing: WeChat may have consumed the code already.
-	fresh   *http.Client
-	slots   chan struct{}
-	breaker *gobreaker.CircuitBreaker[[]byte]
-	log     *slog.Logger
-	tokens  tokenCache
+	fresh *http.Client
+	// slots bounds calls made for token holders and access_token fetches;
+	// loginSlots bounds logins, so neither kind can starve the other.
+	slots      chan struct{}
+	loginSlots chan struct{}
+	breaker    *gobreaker.CircuitBreaker[[]byte]
+	log        *slog.Logger
+	tokens     tokenCache
 }
 
 // NewClient checks cfg and builds a Client.
@@ -146,7 +152,8 @@ func NewClient(cfg Config) (*Client, error) {
 		tr.DisableKeepAlives = true
 		fresh = &http.Client{Transport: tr, CheckRedirect: hc.CheckRedirect}
 	}
-	c := &Client{base: base, cfg: cfg, http: hc, fresh: fresh, slots: make(chan struct{}, cfg.MaxConcurrent), log: log}
+	c := &Client{base: base, cfg: cfg, http: hc, fresh: fresh, log: log,
+		slots: make(chan struct{}, cfg.MaxConcurrent), loginSlots: make(chan struct{}, cfg.MaxConcurrent)}
 	threshold := uint32(cfg.BreakerThreshold)
 	c.breaker = gobreaker.NewCircuitBreaker[[]byte](gobreaker.Settings{
 		Name:        "wechat",
@@ -258,10 +265,14 @@ type apiAnswer interface{ apiError(op string) error }
 // It takes a slot (or fails fast), goes through the circuit breaker, and
 // bounds the whole exchange by the configured timeout.
 func (c *Client) call(ctx context.Context, op, method, path string, q url.Values, body []byte, out apiAnswer) error {
-	if err := c.acquire(ctx, op); err != nil {
+	pool := c.slots
+	if op == OpCode2Session {
+		pool = c.loginSlots
+	}
+	if err := acquire(ctx, pool, op); err != nil {
 		return err
 	}
-	defer func() { <-c.slots }()
+	defer func() { <-pool }()
 
 	start := c.cfg.Now()
 	raw, err := c.breaker.Execute(func() ([]byte, error) { return c.roundTrip(ctx, op, method, path, q, body) })
@@ -290,17 +301,17 @@ func (c *Client) call(ctx context.Context, op, method, path string, q url.Values
 // long enough to smooth a burst, short enough that requests do not pile up.
 const slotWait = 100 * time.Millisecond
 
-// acquire takes one of MaxConcurrent slots, waiting at most slotWait.
-func (c *Client) acquire(ctx context.Context, op string) error {
+// acquire takes one of pool's slots, waiting at most slotWait.
+func acquire(ctx context.Context, pool chan struct{}, op string) error {
 	select {
-	case c.slots <- struct{}{}:
+	case pool <- struct{}{}:
 		return nil
 	default:
 	}
 	t := time.NewTimer(slotWait)
 	defer t.Stop()
 	select {
-	case c.slots <- struct{}{}:
+	case pool <- struct{}{}:
 		return nil
 	case <-ctx.Done():
 		return transportError(ctx, op, ctx.Err())

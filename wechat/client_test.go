@@ -200,6 +200,43 @@ func TestOverloadFailsFast(t *testing.T) {
 	}
 }
 
+// TestLoginsHaveTheirOwnSlots: token holders' calls that fill every slot
+// (here, session checks stuck on a slow WeChat) do not starve new logins.
+func TestLoginsHaveTheirOwnSlots(t *testing.T) {
+	w := newWorld(t, func(c *wechat.Config) { c.MaxConcurrent = 2; c.Timeout = 2 * time.Second })
+	ctx := context.Background()
+	s, err := w.client.Code2Session(ctx, app, "holder")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.client.CheckSession(ctx, app, s.OpenID, s.SessionKey); err != nil { // caches the access_token
+		t.Fatal(err)
+	}
+	w.emu.SetFault("/wxa/checksession", emulator.Fault{Hang: 600 * time.Millisecond, PassThrough: true})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			if _, err := w.client.CheckSession(ctx, app, s.OpenID, s.SessionKey); err != nil {
+				t.Errorf("slow session check: %v", err)
+			}
+		})
+	}
+	for w.emu.Calls("/wxa/checksession") < 3 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Every non-login slot is taken: a third session check is refused ...
+	_, err = w.client.CheckSession(ctx, app, s.OpenID, s.SessionKey)
+	var ue *wechat.UpstreamError
+	if !errors.As(err, &ue) || ue.Kind != wechat.Overloaded {
+		t.Errorf("third session check: %v, want Overloaded", err)
+	}
+	// ... but a login goes through.
+	if _, err := w.client.Code2Session(ctx, app, "newcomer"); err != nil {
+		t.Errorf("login while session checks hold every slot: %v", err)
+	}
+	wg.Wait()
+}
+
 func TestPhoneNumberAndAccessTokenCache(t *testing.T) {
 	w := newWorld(t, nil)
 	ctx := context.Background()
