@@ -123,9 +123,9 @@ func TestLoginWeChatErrors(t *testing.T) {
 		{name: "high-risk user", code: "err-40226", status: 403, typ: "login-blocked", detail: "40226"},
 		{name: "wechat rate limit", code: "err-45011", status: 429, typ: "wechat-rate-limited", retryAfter: true},
 		{name: "wechat busy", code: "err--1", status: 503, typ: "wechat-busy", retryAfter: true},
-		{name: "http 500", code: "c-500", fault: &emulator.Fault{HTTPStatus: 500, Times: 1}, status: 502, typ: "wechat-error"},
-		{name: "not json", code: "c-garbage", fault: &emulator.Fault{Garbage: true, Times: 1}, status: 502, typ: "wechat-error"},
-		{name: "connection reset", code: "c-reset", fault: &emulator.Fault{Reset: true, Times: 1}, status: 502, typ: "wechat-error"},
+		{name: "http 500", code: "c-500", fault: &emulator.Fault{HTTPStatus: 500, Times: 1}, status: 502, typ: "wechat-error", retryAfter: true},
+		{name: "not json", code: "c-garbage", fault: &emulator.Fault{Garbage: true, Times: 1}, status: 502, typ: "wechat-error", retryAfter: true},
+		{name: "connection reset", code: "c-reset", fault: &emulator.Fault{Reset: true, Times: 1}, status: 502, typ: "wechat-error", retryAfter: true},
 		{name: "hangs", code: "c-hang", fault: &emulator.Fault{Hang: 3 * time.Second, Times: 1}, status: 504, typ: "wechat-timeout", retryAfter: true},
 	}
 	for _, tc := range tests {

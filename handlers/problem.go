@@ -198,11 +198,11 @@ func upstreamProblem(e *wechat.UpstreamError) *Problem {
 	case wechat.Overloaded:
 		return kindUnavailable.problem("Too many calls to WeChat are in flight. Retry shortly.").withRetryAfter(retryAfterOr(e.RetryAfter, time.Second))
 	case wechat.BadStatus:
-		return kindUpstreamBad.problemf("WeChat answered HTTP %d.", e.Status)
+		return kindUpstreamBad.problemf("WeChat answered HTTP %d. Retry shortly.", e.Status).withRetryAfter(time.Second)
 	case wechat.BadAnswer:
-		return kindUpstreamBad.problem("WeChat's answer could not be understood.")
+		return kindUpstreamBad.problem("WeChat's answer could not be understood. Retry shortly.").withRetryAfter(time.Second)
 	default:
-		return kindUpstreamBad.problem("WeChat could not be reached.")
+		return kindUpstreamBad.problem("WeChat could not be reached. Retry shortly.").withRetryAfter(time.Second)
 	}
 }
 

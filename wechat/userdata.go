@@ -69,8 +69,10 @@ func decodeField(field, s string) ([]byte, error) {
 // Errors that do not depend on the key are InputErrors naming the mistake.
 // Every key-dependent failure is ErrDecrypt, reached through the same steps
 // whatever went wrong: the padding is checked in constant time and the JSON
-// parse and watermark check run even when the padding is bad, so neither
-// the answer nor its timing says which check failed.
+// parse and watermark check run even when the padding is bad, so the answer
+// and the path are one. The parse's time depends on where the plaintext
+// stops being JSON; a tampered ciphertext garbles the block before the one
+// it probes, so that point does not move with the padding's validity.
 func DecryptUserData(sk secret.String, appID, encryptedData, iv string) (json.RawMessage, error) {
 	if len(encryptedData) > MaxEncryptedData {
 		return nil, &InputError{"encryptedData", fmt.Sprintf("is over %d bytes", MaxEncryptedData)}

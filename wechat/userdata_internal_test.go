@@ -100,3 +100,47 @@ func BenchmarkPaddingOracle(b *testing.B) {
 		})
 	}
 }
+
+// TestKeyDependentFailuresTakeOnePath: decryption must not return early on
+// bad padding (that early exit is what a padding oracle times). Timing is too
+// noisy to assert in a test, but the path shows in the allocation count:
+// garbage with valid padding, garbage with invalid padding, and real data
+// opened with the wrong key must all allocate exactly alike.
+func TestKeyDependentFailuresTakeOnePath(t *testing.T) {
+	key := []byte("0123456789abcdef")
+	iv := []byte("fedcba9876543210")
+	sk := secret.String(base64.StdEncoding.EncodeToString(key))
+	ivText := base64.StdEncoding.EncodeToString(iv)
+	garbage := make([]byte, 256)
+	for i := range garbage {
+		garbage[i] = byte(i*7 + 3)
+	}
+	validPad := append([]byte(nil), garbage...)
+	validPad[255] = 1
+	invalidPad := append([]byte(nil), garbage...)
+	invalidPad[255] = 0
+	realData, _, err := EncryptUserData(secret.String(base64.StdEncoding.EncodeToString([]byte("another-key-0123"))),
+		[]byte(`{"nickName":"Band","watermark":{"appid":"wxapp","timestamp":1}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]string{
+		"garbage, valid padding":   encryptRaw(t, key, iv, validPad),
+		"garbage, invalid padding": encryptRaw(t, key, iv, invalidPad),
+		"data for another key":     realData,
+	}
+	allocs := map[string]float64{}
+	for name, data := range cases {
+		allocs[name] = testing.AllocsPerRun(200, func() {
+			if _, err := DecryptUserData(sk, "wxapp", data, ivText); err != ErrDecrypt {
+				t.Fatalf("%s: err = %v, want ErrDecrypt", name, err)
+			}
+		})
+	}
+	want := allocs["garbage, invalid padding"]
+	for name, n := range allocs {
+		if n != want {
+			t.Errorf("%s allocates %v times, invalid padding %v: the failures take different paths", name, n, want)
+		}
+	}
+}
