@@ -8,6 +8,7 @@
 package emulator
 
 import (
+	"cmp"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -57,6 +58,9 @@ type Fault struct {
 	// PassThrough answers normally after Hang. A Hang alone, without it,
 	// closes the connection with no answer.
 	PassThrough bool
+	// Watermark answers normally, but phone numbers carry this appid in
+	// their watermark, as data made for another app would.
+	Watermark string
 }
 
 func (f Fault) zero() bool { return f == Fault{} }
@@ -188,7 +192,7 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case path == "/cgi-bin/token" && r.Method == http.MethodGet:
 		e.legacyToken(w, r)
 	case path == "/wxa/business/getuserphonenumber" && r.Method == http.MethodPost:
-		e.phoneNumber(w, r)
+		e.phoneNumber(w, r, fault.Watermark)
 	case path == "/wxa/checksession" && r.Method == http.MethodGet:
 		e.checkSession(w, r)
 	default:
@@ -226,7 +230,7 @@ func (e *Emulator) applyFault(w http.ResponseWriter, r *http.Request, f Fault) b
 	case f.Errcode != 0:
 		e.fail(w, r, f.Errcode)
 		return false
-	case f.PassThrough:
+	case f.PassThrough, f.Watermark != "":
 		return true
 	default: // a hang alone: no answer at all
 		reset(w)
@@ -424,7 +428,7 @@ func (e *Emulator) checkToken(tok string) (string, int) {
 	return t.appID, 0
 }
 
-func (e *Emulator) phoneNumber(w http.ResponseWriter, r *http.Request) {
+func (e *Emulator) phoneNumber(w http.ResponseWriter, r *http.Request, watermark string) {
 	appid, n := e.checkToken(r.URL.Query().Get("access_token"))
 	if n != 0 {
 		e.fail(w, r, n)
@@ -458,7 +462,7 @@ func (e *Emulator) phoneNumber(w http.ResponseWriter, r *http.Request) {
 	phone := string(digits)
 	e.ok(w, r, map[string]any{"errcode": 0, "errmsg": "ok", "phone_info": map[string]any{
 		"phoneNumber": phone, "purePhoneNumber": phone, "countryCode": "86",
-		"watermark": map[string]any{"timestamp": e.cfg.Now().Unix(), "appid": appid},
+		"watermark": map[string]any{"timestamp": e.cfg.Now().Unix(), "appid": cmp.Or(watermark, appid)},
 	}})
 }
 

@@ -483,6 +483,10 @@ func TestUserDataRoutes(t *testing.T) {
 		t.Fatalf("a reused phone code's detail does not point at the getPhoneNumber button: %v", p["detail"])
 	}
 
+	// WeChat's answer must carry this app's watermark.
+	f.wx.SetFault("/wxa/business/getuserphonenumber", emulator.Fault{Watermark: appA, Times: 1})
+	wantProblem(t, f.post(t, "/v1/phone-number", tok, `{"code":"phone-2"}`), 400, "invalid-code")
+
 	if a := f.post(t, "/v1/session/check", tok, ``); a.status != 200 || a.json(t)["valid"] != true {
 		t.Fatalf("session check: %d %s", a.status, a.body)
 	}
