@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -101,7 +102,7 @@ func TestOpenAPIRoutesMatchImplementation(t *testing.T) {
 // TestOpenAPIAnswersMatchSpec sends real requests to a dev server and
 // validates each request and answer against openapi.yaml.
 func TestOpenAPIAnswersMatchSpec(t *testing.T) {
-	_, router := loadSpec(t)
+	doc, router := loadSpec(t)
 	s := startServer(t, env{"WXTOKEN_ADDR": "127.0.0.1:0", "WXTOKEN_KEYS_DIR": t.TempDir() + "/k", "WXTOKEN_LOGIN_RATE": "0"}, "--dev")
 	tok, _ := login(t, s.URL, "spec-code")
 	enc := postJSON(t, s.URL+"/dev/encrypt", tok, map[string]any{"nickName": "Band"})
@@ -126,6 +127,11 @@ func TestOpenAPIAnswersMatchSpec(t *testing.T) {
 		{name: "decrypt", method: "POST", path: "/v1/decrypt", bearer: tok, body: string(enc.Body), status: 200},
 		{name: "decrypt no token", method: "POST", path: "/v1/decrypt", body: string(enc.Body), status: 401},
 		{name: "decrypt bad iv", method: "POST", path: "/v1/decrypt", bearer: tok, body: `{"encryptedData":"AAAAAAAAAAAAAAAAAAAAAA==","iv":"AA=="}`, status: 400},
+		{name: "userinfo", method: "POST", path: "/v1/userinfo", bearer: tok, body: string(enc.Body), status: 200},
+		{name: "decrypt too large", method: "POST", path: "/v1/decrypt", bearer: tok, body: `{"encryptedData":"` + strings.Repeat("A", 70<<10) + `","iv":"x"}`, status: 413},
+		{name: "login not json", method: "POST", path: "/v1/login", body: `code=abc`, header: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, status: 415},
+		{name: "dev encrypt not json", method: "POST", path: "/dev/encrypt", bearer: tok, body: `a=1`, header: map[string]string{"Content-Type": "text/plain"}, status: 415},
+		{name: "login wrong method", method: "PUT", path: "/v1/login", body: `{"code":"x"}`, status: 405},
 		{name: "userinfo bad signature", method: "POST", path: "/v1/userinfo", bearer: tok, body: `{"rawData":"{}","signature":"00"}`, status: 400},
 		{name: "phone", method: "POST", path: "/v1/phone-number", bearer: tok, body: `{"code":"p1"}`, status: 200},
 		{name: "phone bad code", method: "POST", path: "/v1/phone-number", bearer: tok, body: `{"code":"err-40029"}`, status: 400},
@@ -144,7 +150,7 @@ func TestOpenAPIAnswersMatchSpec(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ex.body != "" {
+			if ex.body != "" && ex.header["Content-Type"] == "" {
 				req.Header.Set("Content-Type", "application/json")
 			}
 			if ex.bearer != "" {
@@ -153,9 +159,19 @@ func TestOpenAPIAnswersMatchSpec(t *testing.T) {
 			for k, v := range ex.header {
 				req.Header.Set(k, v)
 			}
+			if ex.status == http.StatusMethodNotAllowed {
+				// The spec has no operation to match; the answer is still a Problem.
+				checkProblemAgainstSpec(t, doc, req)
+				return
+			}
 			route, params, err := router.FindRoute(req)
 			if err != nil {
 				t.Fatalf("not in openapi.yaml: %v", err)
+			}
+			// Every status a route answers is declared by name; "default"
+			// covers only 405 and 500.
+			if route.Operation.Responses.Status(ex.status) == nil {
+				t.Fatalf("openapi.yaml does not declare %d for %s %s", ex.status, ex.method, ex.path)
 			}
 			reqInput := &openapi3filter.RequestValidationInput{
 				Request: req, PathParams: params, Route: route,
@@ -187,5 +203,27 @@ func TestOpenAPIAnswersMatchSpec(t *testing.T) {
 				t.Errorf("answer does not match the spec: %v\n%s", err, body)
 			}
 		})
+	}
+}
+
+// checkProblemAgainstSpec sends req and validates its answer against the
+// spec's Problem schema and the "Other" response's media type.
+func checkProblemAgainstSpec(t *testing.T, doc *openapi3.T, req *http.Request) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	other := doc.Components.Responses["Other"].Value
+	if other.Content.Get(resp.Header.Get("Content-Type")) == nil {
+		t.Fatalf("Content-Type %q is not the spec's", resp.Header.Get("Content-Type"))
+	}
+	var v any
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		t.Fatal(err)
+	}
+	if err := doc.Components.Schemas["Problem"].Value.VisitJSON(v); err != nil {
+		t.Fatalf("answer is not a Problem: %v", err)
 	}
 }

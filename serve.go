@@ -88,11 +88,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		ReadTimeout:       15 * time.Second,
 		// Longer than any request may work, so a slow WeChat ends in a
 		// 504 problem, never in a cut connection.
-		WriteTimeout:      cfg.requestTimeout() + 5*time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    32 << 10,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		WriteTimeout:   cfg.requestTimeout() + 5*time.Second,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 32 << 10,
+		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		BaseContext:    func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 
 	bg, cancelBG := context.WithCancel(ctx)

@@ -463,10 +463,15 @@ func TestUserDataRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rawData := `{"nickName":"Band","gender":1}`
-	sig := wechatSignature(rawData, sess.SessionKey.Reveal())
-	ui, _ := json.Marshal(map[string]any{"rawData": rawData, "signature": sig})
-	if a := f.post(t, "/v1/userinfo", tok, string(ui)); a.status != 200 || !bytes.Contains(a.body, []byte(`"profile":{"nickName":"Band"`)) {
+	// /dev/encrypt answers what wx.getUserInfo gives: all four fields, so
+	// its answer is a /v1/userinfo request as it stands.
+	rawData, _ := pair["rawData"].(string)
+	sig, _ := pair["signature"].(string)
+	if rawData != `{"gender":1,"nickName":"Band"}` || sig != wechatSignature(rawData, sess.SessionKey.Reveal()) {
+		t.Fatalf("dev encrypt rawData %q signature %q", rawData, sig)
+	}
+	if a := f.post(t, "/v1/userinfo", tok, string(enc.body)); a.status != 200 ||
+		!bytes.Contains(a.body, []byte(`"profile":{"gender":1,"nickName":"Band"}`)) || !bytes.Contains(a.body, []byte(`"data":{`)) {
 		t.Fatalf("userinfo: %d %s", a.status, a.body)
 	}
 	bad, _ := json.Marshal(map[string]any{"rawData": rawData, "signature": strings.Repeat("0", 40)})

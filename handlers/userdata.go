@@ -127,10 +127,14 @@ func (h *server) sessionCheck(c echo.Context) error {
 type devEncryptResponse struct {
 	EncryptedData string `json:"encryptedData"`
 	IV            string `json:"iv"`
+	RawData       string `json:"rawData"`
+	Signature     string `json:"signature"`
 }
 
-// devEncrypt (dev mode only) encrypts a JSON object the way WeChat would for
-// this session, adding the watermark, so /v1/decrypt can be tried with curl.
+// devEncrypt (dev mode only) answers what wx.getUserInfo would give the mini
+// program for this JSON object and session: encryptedData and iv (the object
+// plus a watermark) for /v1/decrypt, and rawData with its signature for
+// /v1/userinfo, so both can be tried with curl.
 func (h *server) devEncrypt(c echo.Context) error {
 	var obj map[string]any
 	if err := h.bind.bind(c, &obj); err != nil {
@@ -140,6 +144,10 @@ func (h *server) devEncrypt(c echo.Context) error {
 		return kindInvalidRequest.problem("The body must be a JSON object.")
 	}
 	s := sessionOf(c)
+	rawData, err := json.Marshal(obj)
+	if err != nil {
+		return err
+	}
 	obj["watermark"] = map[string]any{"appid": s.AppID, "timestamp": h.cfg.Now().Unix()}
 	plain, err := json.Marshal(obj)
 	if err != nil {
@@ -149,5 +157,8 @@ func (h *server) devEncrypt(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, devEncryptResponse{EncryptedData: enc, IV: iv})
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.JSON(http.StatusOK, devEncryptResponse{
+		EncryptedData: enc, IV: iv, RawData: string(rawData), Signature: wechat.SignRawData(s.SessionKey, string(rawData)),
+	})
 }

@@ -163,6 +163,13 @@ func EncryptUserData(sk secret.String, plain []byte) (encryptedData, iv string, 
 	return base64.StdEncoding.EncodeToString(buf), base64.StdEncoding.EncodeToString(ivb), nil
 }
 
+// SignRawData is the signature WeChat gives with rawData: hex
+// sha1(rawData + session_key). Dev mode and tests use it.
+func SignRawData(sk secret.String, rawData string) string {
+	sum := sha1.Sum([]byte(rawData + sk.Reveal()))
+	return hex.EncodeToString(sum[:])
+}
+
 // VerifyRawData reports whether signature (hex, any case) is
 // sha1(rawData + session_key), compared in constant time.
 func VerifyRawData(sk secret.String, rawData, signature string) bool {

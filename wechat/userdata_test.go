@@ -160,6 +160,9 @@ func TestVerifyRawData(t *testing.T) {
 			}
 		})
 	}
+	if got := wechat.SignRawData(vectorRawSessionKey, vectorRawData); got != vectorSignature {
+		t.Errorf("SignRawData(WeChat's example) = %s, want %s", got, vectorSignature)
+	}
 }
 
 // FuzzDecryptUserData: no input panics, and anything that decrypts is a
