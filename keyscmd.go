@@ -70,6 +70,9 @@ func runKeys(_ context.Context, args []string, getenv func(string) string, stdou
 		fmt.Fprintf(stdout, "created %s keys in %s\n", alg, cfg.KeysDir)
 		return printKeys(stdout, dir, cfg.retention(), false)
 	case "rotate":
+		if !now {
+			warnYoungNext(stderr, dir, cfg)
+		}
 		if err := dir.Rotate(now); err != nil {
 			return err
 		}
@@ -93,6 +96,30 @@ func runKeys(_ context.Context, args []string, getenv func(string) string, stdou
 			fmt.Fprintln(stdout, "nothing to prune")
 		}
 		return nil
+	}
+}
+
+// warnYoungNext warns when the next signing key is about to sign before
+// downstream JWKS caches can have seen it: it has been published for less
+// than the JWKS max-age plus one reload interval. The rotation still
+// happens (an operator may have reasons), but tokens it signs may be
+// refused downstream until their caches refresh.
+func warnYoungNext(stderr io.Writer, dir *keys.Dir, cfg *config) {
+	list, err := dir.List(cfg.retention())
+	if err != nil {
+		return // Rotate reports the error
+	}
+	need := cfg.JWKSMaxAge + cfg.ReloadInterval
+	for _, k := range list {
+		if k.Kind != keys.Signing || k.State != keys.Next {
+			continue
+		}
+		if age := time.Since(k.Created); age < need {
+			fmt.Fprintf(stderr, "warning: the next signing key %s was published %s ago, less than WXTOKEN_JWKS_MAX_AGE (%s) "+
+				"+ WXTOKEN_RELOAD_INTERVAL (%s): services that cached the JWKS before it may refuse its tokens until "+
+				"their cache refreshes. Leave at least %s between two rotations.\n",
+				k.KID, age.Round(time.Second), cfg.JWKSMaxAge, cfg.ReloadInterval, need)
+		}
 	}
 }
 

@@ -1,0 +1,218 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestKeysInitAlgChoosesTheSigningKey: 'keys init --alg' decides what signs
+// the tokens and what the JWKS publishes; RSA keys are 2048 bits or more.
+func TestKeysInitAlgChoosesTheSigningKey(t *testing.T) {
+	f := newFixture(t, testAppID)
+	for _, tc := range []struct {
+		alg, kty string
+	}{
+		{"ES256", "EC"},
+		{"EdDSA", "OKP"},
+		{"RS256", "RSA"},
+	} {
+		t.Run(tc.alg, func(t *testing.T) {
+			e := f.env.with("WXTOKEN_KEYS_DIR", filepath.Join(t.TempDir(), "keys"))
+			if out := mustRun(t, e, "keys", "init", "--alg", tc.alg); !strings.Contains(out, "created "+tc.alg) {
+				t.Fatalf("keys init --alg %s said %q", tc.alg, out)
+			}
+			s := startServer(t, e)
+			raw, _ := login(t, s.URL, "alg-"+tc.alg)
+			tok, _ := verifyDownstream(t, s.URL, "https://auth.example.test", testAppID, raw)
+			if tok.Method.Alg() != tc.alg {
+				t.Fatalf("token signed with %s, want %s", tok.Method.Alg(), tc.alg)
+			}
+			var set struct {
+				Keys []struct{ Kty, Alg, N string }
+			}
+			if err := json.Unmarshal(do(t, "GET", s.URL+"/.well-known/jwks.json", "", "", nil).Body, &set); err != nil {
+				t.Fatal(err)
+			}
+			if len(set.Keys) != 2 {
+				t.Fatalf("JWKS has %d keys, want the active and the next", len(set.Keys))
+			}
+			for _, k := range set.Keys {
+				if k.Kty != tc.kty || k.Alg != tc.alg {
+					t.Errorf("JWKS key kty %s alg %s, want %s %s", k.Kty, k.Alg, tc.kty, tc.alg)
+				}
+				if tc.kty == "RSA" {
+					n, err := base64.RawURLEncoding.DecodeString(k.N)
+					if err != nil || len(n)*8 < 2048 {
+						t.Errorf("RSA modulus of %d bits, want at least 2048", len(n)*8)
+					}
+				}
+			}
+		})
+	}
+	var stderr bytes.Buffer
+	e := f.env.with("WXTOKEN_KEYS_DIR", filepath.Join(t.TempDir(), "keys"))
+	if err := run(context.Background(), []string{"wxtoken", "keys", "init", "--alg", "HS256"}, e.getenv, &bytes.Buffer{}, &stderr); err == nil {
+		t.Fatal("keys init --alg HS256 succeeded")
+	}
+}
+
+type keyListRow struct {
+	KID        string     `json:"kid"`
+	Kind       string     `json:"kind"`
+	Alg        string     `json:"alg"`
+	State      string     `json:"state"`
+	Created    time.Time  `json:"created"`
+	Retired    *time.Time `json:"retired"`
+	PruneAfter *time.Time `json:"prune_after"`
+}
+
+// TestKeysListAndPrune: 'keys list' names every key with its kind, alg,
+// state, creation and prune time; 'keys prune' removes exactly the retired
+// keys whose tokens can no longer be valid; rotating again before the JWKS
+// max-age has passed warns.
+func TestKeysListAndPrune(t *testing.T) {
+	f := newFixture(t, testAppID)
+	e := f.env
+
+	var out, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"wxtoken", "keys", "rotate"}, e.getenv, &out, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stderr.String(), "warning: the next signing key") {
+		t.Errorf("rotating right after init did not warn that caches may not know the next key yet: %q", stderr.String())
+	}
+	if strings.Contains(stderr.String(), "PRIVATE") {
+		t.Fatal("rotate printed key material")
+	}
+
+	text := mustRun(t, e, "keys", "list")
+	header := strings.Fields(strings.SplitN(text, "\n", 2)[0])
+	if strings.Join(header, " ") != "KID KIND ALG STATE CREATED PRUNE AFTER" {
+		t.Errorf("keys list header %q", header)
+	}
+	var rows []keyListRow
+	if err := json.Unmarshal([]byte(mustRun(t, e, "keys", "list", "--json")), &rows); err != nil {
+		t.Fatal(err)
+	}
+	var retired []keyListRow
+	for _, r := range rows {
+		if r.KID == "" || r.Alg == "" || r.Created.IsZero() || (r.Kind != "signing" && r.Kind != "encryption") {
+			t.Errorf("incomplete row %+v", r)
+		}
+		if !strings.Contains(text, r.KID) {
+			t.Errorf("text listing lacks %s", r.KID)
+		}
+		if r.State == "retired" {
+			retired = append(retired, r)
+			if r.PruneAfter == nil || r.Retired == nil || !r.PruneAfter.After(*r.Retired) {
+				t.Errorf("retired key without a later prune time: %+v", r)
+			}
+		}
+	}
+	if len(retired) != 2 || len(rows) != 6 {
+		t.Fatalf("after one rotation: %d keys, %d retired; want 6 and 2 (one of each kind)", len(rows), len(retired))
+	}
+	if got := mustRun(t, e, "keys", "prune"); !strings.Contains(got, "nothing to prune") {
+		t.Fatalf("prune before the retention passed: %q", got)
+	}
+
+	// Age the retired signing key past its retention, as time would.
+	manifestPath := filepath.Join(f.keysDir, "keyset.json")
+	raw, err := os.ReadFile(manifestPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	var gone string
+	for _, k := range m["keys"].([]any) {
+		k := k.(map[string]any)
+		if k["state"] == "retired" && k["kind"] == "signing" {
+			k["retired"] = time.Now().Add(-24 * time.Hour).UTC().Format(time.RFC3339Nano)
+			gone = k["kid"].(string)
+		}
+	}
+	aged, _ := json.Marshal(m)
+	if err := os.WriteFile(manifestPath, aged, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRun(t, e, "keys", "prune"); !strings.Contains(got, "pruned signing key "+gone) || strings.Count(got, "pruned") != 1 {
+		t.Fatalf("prune said %q, want exactly the aged signing key %s", got, gone)
+	}
+	if _, err := os.Stat(filepath.Join(f.keysDir, gone+".pem")); !os.IsNotExist(err) {
+		t.Errorf("the pruned key's file is still there (%v)", err)
+	}
+	if strings.Contains(mustRun(t, e, "keys", "list"), gone) {
+		t.Error("keys list still shows the pruned key")
+	}
+	s := startServer(t, e)
+	login(t, s.URL, "after-prune") // the directory is still whole
+}
+
+// TestSIGHUPReloadsAndCorruptKeyFilesAreRefused: with polling effectively
+// off, SIGHUP alone makes a running process reload its keys; a key file
+// that is corrupt after a rotation is refused (the last good keys keep
+// serving and an error is logged), and the repaired directory is taken on
+// the next SIGHUP.
+func TestSIGHUPReloadsAndCorruptKeyFilesAreRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts OS processes")
+	}
+	f := newFixture(t, testAppID)
+	e := f.env.with("WXTOKEN_RELOAD_INTERVAL", "1h")
+	p := startProcess(t, e)
+	before, _ := login(t, p.URL, "hup-1")
+	oldKID := kidOf(t, before)
+	jwksBefore := jwksKids(t, p.URL)
+
+	mustRun(t, e, "keys", "rotate")
+	rows := listKeys(t, e)
+	newActive, newNext := kidsIn(rows, "signing", "active")[0], kidsIn(rows, "signing", "next")[0]
+	nextFile := filepath.Join(f.keysDir, newNext+".pem")
+	good, err := os.ReadFile(nextFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(nextFile, []byte("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "an error is logged for the corrupt key file", func() bool {
+		return strings.Contains(p.logs.String(), `"level":"ERROR"`)
+	})
+	if tok, _ := login(t, p.URL, "hup-2"); kidOf(t, tok) != oldKID {
+		t.Fatalf("after a refused reload the token is signed by %s, want the last good %s", kidOf(t, tok), oldKID)
+	}
+	if got := jwksKids(t, p.URL); strings.Join(got, ",") != strings.Join(jwksBefore, ",") {
+		t.Fatalf("JWKS changed on a refused reload: %v → %v", jwksBefore, got)
+	}
+	if c := postJSON(t, p.URL+"/v1/session/check", before, nil); c.Status != 200 {
+		t.Fatalf("a token from before: %d %s", c.Status, c.Body)
+	}
+
+	if err := os.WriteFile(nextFile, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "SIGHUP reloads the repaired directory", func() bool {
+		tok, _ := login(t, p.URL, "hup-3-"+time.Now().Format("150405.000000"))
+		return kidOf(t, tok) == newActive
+	})
+	if c := postJSON(t, p.URL+"/v1/session/check", before, nil); c.Status != 200 {
+		t.Fatalf("a token signed before the rotation, after it: %d %s", c.Status, c.Body)
+	}
+}
