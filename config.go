@@ -30,6 +30,8 @@ const (
 	defaultUserBurst      = 10
 	defaultReload         = 2 * time.Second
 	defaultShutdownGrace  = 15 * time.Second
+	defaultReadTimeout    = 15 * time.Second
+	defaultIdleTimeout    = 2 * time.Minute
 	defaultJWKSMaxAge     = 5 * time.Minute
 	defaultUpstreamLimit  = 64
 	defaultSigningAlg     = "ES256"
@@ -60,6 +62,8 @@ type config struct {
 	RotateEvery         time.Duration
 	ReloadInterval      time.Duration
 	ShutdownGrace       time.Duration
+	ReadTimeout         time.Duration
+	IdleTimeout         time.Duration
 	JWKSMaxAge          time.Duration
 	UpstreamConcurrency int
 	LogLevel            slog.Level
@@ -73,6 +77,10 @@ type config struct {
 // could have signed or sealed has expired by then, with room for clock skew
 // and for replicas that picked up the rotation a few seconds late.
 func (c *config) retention() time.Duration { return c.TokenTTL + c.Leeway + retentionSlack }
+
+// readHeaderTimeout bounds the wait for a request's headers: a client that
+// dribbles them (slowloris) is cut off long before ReadTimeout.
+func (c *config) readHeaderTimeout() time.Duration { return min(5*time.Second, c.ReadTimeout) }
 
 // requestTimeout bounds one request's work: room for an access_token fetch
 // with its retries and the call it serves, and no more.
@@ -104,6 +112,8 @@ func loadConfig(getenv func(string) string) *config {
 	c.RotateEvery = c.duration(getenv, "WXTOKEN_ROTATE_EVERY", 0)
 	c.ReloadInterval = c.duration(getenv, "WXTOKEN_RELOAD_INTERVAL", defaultReload)
 	c.ShutdownGrace = c.duration(getenv, "WXTOKEN_SHUTDOWN_GRACE", defaultShutdownGrace)
+	c.ReadTimeout = c.duration(getenv, "WXTOKEN_READ_TIMEOUT", defaultReadTimeout)
+	c.IdleTimeout = c.duration(getenv, "WXTOKEN_IDLE_TIMEOUT", defaultIdleTimeout)
 	c.JWKSMaxAge = c.duration(getenv, "WXTOKEN_JWKS_MAX_AGE", defaultJWKSMaxAge)
 	c.UpstreamConcurrency = c.integer(getenv, "WXTOKEN_UPSTREAM_CONCURRENCY", defaultUpstreamLimit)
 	if lv := getenv("WXTOKEN_LOG_LEVEL"); lv != "" {
@@ -170,6 +180,8 @@ func (c *config) validate() error {
 			"WXTOKEN_ROTATE_EVERY must be at least twice WXTOKEN_JWKS_MAX_AGE, so caches see a new key before it signs"},
 		{c.ReloadInterval < 100*time.Millisecond, "WXTOKEN_RELOAD_INTERVAL must be at least 100ms"},
 		{c.ShutdownGrace <= 0, "WXTOKEN_SHUTDOWN_GRACE must be positive"},
+		{c.ReadTimeout < 100*time.Millisecond || c.ReadTimeout > 5*time.Minute, "WXTOKEN_READ_TIMEOUT must be between 100ms and 5m"},
+		{c.IdleTimeout < 100*time.Millisecond || c.IdleTimeout > time.Hour, "WXTOKEN_IDLE_TIMEOUT must be between 100ms and 1h"},
 		{c.JWKSMaxAge < 0 || c.JWKSMaxAge > time.Hour, "WXTOKEN_JWKS_MAX_AGE must be between 0 and 1h"},
 		{c.UpstreamConcurrency < 1, "WXTOKEN_UPSTREAM_CONCURRENCY must be at least 1"},
 	}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -368,6 +369,27 @@ func TestHelpNamesEverything(t *testing.T) {
 		"WXTOKEN_LOGIN_RATE", "WXTOKEN_TRUSTED_PROXIES", "WXTOKEN_ROTATE_EVERY", "WECHAT_SECRET_FILE"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("--help does not mention %s", want)
+		}
+	}
+	// Every variable the config reads is in --help and in the README's table.
+	src, err := os.ReadFile("config.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := regexp.MustCompile(`"((?:WXTOKEN|WECHAT)_[A-Z_]+)"`).FindAllStringSubmatch(string(src), -1)
+	if len(vars) < 15 {
+		t.Fatalf("found only %d variables in config.go", len(vars))
+	}
+	for _, m := range vars {
+		if !strings.Contains(out, m[1]) {
+			t.Errorf("--help does not mention %s", m[1])
+		}
+		if !strings.Contains(string(readme), "| `"+m[1]+"` |") {
+			t.Errorf("README's configuration table lacks %s", m[1])
 		}
 	}
 	if out := mustRun(t, env{}, "serve", "--help"); !strings.Contains(out, "--dev") {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -462,4 +463,66 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 		t.Fatalf("a 64 KiB header: %d, want 431", resp.StatusCode)
 	}
+}
+
+// TestReadAndIdleTimeouts: a client that sends its headers but trickles its
+// body is cut off at WXTOKEN_READ_TIMEOUT, and an idle keep-alive connection
+// is closed at WXTOKEN_IDLE_TIMEOUT.
+func TestReadAndIdleTimeouts(t *testing.T) {
+	f := newFixture(t, testAppID)
+	s := startServer(t, f.env.with("WXTOKEN_READ_TIMEOUT", "1s", "WXTOKEN_IDLE_TIMEOUT", "1s"))
+	hostPort := strings.TrimPrefix(s.URL, "http://")
+
+	closedAfter := func(t *testing.T, conn net.Conn, trickle bool) time.Duration {
+		t.Helper()
+		start := time.Now()
+		done := make(chan time.Duration, 1)
+		go func() {
+			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, _ = io.ReadAll(conn)
+			done <- time.Since(start)
+		}()
+		for {
+			select {
+			case d := <-done:
+				return d
+			case <-time.After(200 * time.Millisecond):
+				if trickle {
+					_, _ = conn.Write([]byte(" "))
+				}
+			}
+		}
+	}
+
+	t.Run("trickled body", func(t *testing.T) {
+		conn, err := net.Dial("tcp", hostPort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := io.WriteString(conn, "POST /v1/login HTTP/1.1\r\nHost: wxtoken\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"); err != nil {
+			t.Fatal(err)
+		}
+		if d := closedAfter(t, conn, true); d < 700*time.Millisecond || d > 4*time.Second {
+			t.Fatalf("a trickled body held the connection %v; want about the 1 s read timeout", d)
+		}
+	})
+	t.Run("idle keep-alive", func(t *testing.T) {
+		conn, err := net.Dial("tcp", hostPort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: wxtoken\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("healthz: %v", err)
+		}
+		resp.Body.Close()
+		if d := closedAfter(t, conn, false); d < 700*time.Millisecond || d > 4*time.Second {
+			t.Fatalf("an idle keep-alive connection stayed open %v; want about the 1 s idle timeout", d)
+		}
+	})
 }

@@ -43,6 +43,8 @@ Environment:
   WXTOKEN_ROTATE_EVERY         automatic key rotation period (default off)
   WXTOKEN_RELOAD_INTERVAL      how often the keys directory is checked for changes (default 2s)
   WXTOKEN_JWKS_MAX_AGE         Cache-Control max-age of the JWKS (default 5m)
+  WXTOKEN_READ_TIMEOUT         time a client may take to send a whole request (default 15s; headers: 5s at most)
+  WXTOKEN_IDLE_TIMEOUT         how long an idle keep-alive connection stays open (default 2m)
   WXTOKEN_SHUTDOWN_GRACE       how long in-flight requests may finish on SIGTERM (default 15s)
   WXTOKEN_LOG_LEVEL            debug, info, warn or error (default info)
 `

@@ -82,17 +82,17 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	// WriteTimeout is longer than any request may work (requestTimeout), so
+	// a slow WeChat ends in a 504 problem, never in a cut connection.
 	srv := &http.Server{
 		Handler:           e,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       15 * time.Second,
-		// Longer than any request may work, so a slow WeChat ends in a
-		// 504 problem, never in a cut connection.
-		WriteTimeout:   cfg.requestTimeout() + 5*time.Second,
-		IdleTimeout:    2 * time.Minute,
-		MaxHeaderBytes: 32 << 10,
-		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-		BaseContext:    func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ReadHeaderTimeout: cfg.readHeaderTimeout(),
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.requestTimeout() + 5*time.Second,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 
 	bg, cancelBG := context.WithCancel(ctx)
