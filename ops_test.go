@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -318,7 +319,8 @@ func isCleanRefusal(err error) bool {
 // and greps the captured logs for anything secret or personal.
 func TestNoSecretsInLogs(t *testing.T) {
 	f := newFixture(t, vectorAppID)
-	s := startServer(t, f.env.with("WXTOKEN_LOG_LEVEL", "debug", "WXTOKEN_LOGIN_RATE", "1", "WXTOKEN_LOGIN_BURST", "8"))
+	s := startServer(t, f.env.with("WXTOKEN_LOG_LEVEL", "debug", "WXTOKEN_LOGIN_RATE", "1", "WXTOKEN_LOGIN_BURST", "8",
+		"WXTOKEN_RELOAD_INTERVAL", "100ms"))
 
 	f.emu.PresetLogin("logs-vector", vectorOpenID, "ocMvos6NjeKLIBqg5Mr9QjxrP1FA", vectorSessionKey)
 	tok, _ := login(t, s.URL, "logs-vector")
@@ -346,6 +348,10 @@ func TestNoSecretsInLogs(t *testing.T) {
 	}
 	f.emu.SetFault("/sns/jscode2session", emulator.Fault{Garbage: true, Times: 1})
 	postJSON(t, s.URL+"/v1/login", "", map[string]string{"code": "logs-garbage"})
+	// A rotation and its reload log about keys; a broken file logs an error.
+	mustRun(t, f.env, "keys", "rotate")
+	eventually(t, 5*time.Second, "the rotation is reloaded", func() bool { return strings.Count(s.logs.String(), `"keys loaded"`) >= 2 })
+	keyMaterial := keyMaterialIn(t, f.keysDir)
 
 	logs := s.logs.String()
 	if !strings.Contains(logs, `"msg":"request"`) {
@@ -373,9 +379,88 @@ func TestNoSecretsInLogs(t *testing.T) {
 			forbidden[fmt.Sprintf("session key form %d", i)] = enc
 		}
 	}
+	for i, m := range keyMaterial {
+		forbidden[fmt.Sprintf("key material %d", i)] = m
+	}
 	for what, value := range forbidden {
 		if value != "" && strings.Contains(logs, value) {
 			t.Errorf("logs contain the %s", what)
+		}
+	}
+}
+
+// keyMaterialIn lists the secret parts of every key file in dir: each
+// base64 line of a PEM body and each JWK "k" value (and their halves, in
+// case a log truncates).
+func keyMaterialIn(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		raw, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case strings.HasSuffix(e.Name(), ".pem"):
+			for _, line := range strings.Split(string(raw), "\n") {
+				if len(line) >= 16 && !strings.HasPrefix(line, "-----") {
+					out = append(out, line, line[:len(line)/2])
+				}
+			}
+		case strings.HasSuffix(e.Name(), ".jwk"):
+			var jwk struct{ K string }
+			if err := json.Unmarshal(raw, &jwk); err != nil || len(jwk.K) < 32 {
+				t.Fatalf("%s: %v", e.Name(), err)
+			}
+			out = append(out, jwk.K, jwk.K[:len(jwk.K)/2])
+		}
+	}
+	if len(out) < 8 {
+		t.Fatalf("found only %d pieces of key material in %s", len(out), dir)
+	}
+	return out
+}
+
+// TestNoSecretsInDevLogs: dev mode (keys made on first use, the emulator in
+// process, /dev/encrypt) logs no key material, token, code or user data.
+func TestNoSecretsInDevLogs(t *testing.T) {
+	keysDir := filepath.Join(t.TempDir(), "devkeys")
+	s := startServer(t, env{"WXTOKEN_ADDR": "127.0.0.1:0", "WXTOKEN_KEYS_DIR": keysDir, "WXTOKEN_LOG_LEVEL": "debug"}, "--dev")
+	tok, answer := login(t, s.URL, "dev-logs-code")
+	enc := postJSON(t, s.URL+"/dev/encrypt", tok, map[string]any{"nickName": "Zhang Wei", "city": "Chengdu"})
+	if enc.Status != 200 {
+		t.Fatalf("dev encrypt: %d %s", enc.Status, enc.Body)
+	}
+	pair := enc.json(t)
+	for _, path := range []string{"/v1/decrypt", "/v1/userinfo"} {
+		if c := postJSON(t, s.URL+path, tok, pair); c.Status != 200 {
+			t.Fatalf("%s: %d %s", path, c.Status, c.Body)
+		}
+	}
+	phone := postJSON(t, s.URL+"/v1/phone-number", tok, map[string]string{"code": "dev-logs-phone"})
+	if phone.Status != 200 {
+		t.Fatalf("phone: %d %s", phone.Status, phone.Body)
+	}
+	postJSON(t, s.URL+"/v1/session/check", tok, nil)
+	postJSON(t, s.URL+"/dev/encrypt", tok+"x", map[string]any{"nickName": "Zhang Wei"})
+
+	logs := s.logs.String()
+	if !strings.Contains(logs, `"msg":"request"`) {
+		t.Fatalf("no request logs captured:\n%s", logs)
+	}
+	forbidden := append(keyMaterialIn(t, keysDir), tok, strings.Split(tok, ".")[2], "dev-logs-code", "dev-logs-phone",
+		"Zhang Wei", "Chengdu", pair["encryptedData"].(string)[:32], pair["signature"].(string),
+		phone.json(t)["purePhoneNumber"].(string))
+	if u, _ := answer["unionid"].(string); u != "" {
+		forbidden = append(forbidden, u)
+	}
+	for i, value := range forbidden {
+		if strings.Contains(logs, value) {
+			t.Errorf("dev logs contain secret %d (%.6s…)", i, value)
 		}
 	}
 }
