@@ -64,7 +64,7 @@ type options struct {
 	requestTimeout time.Duration
 }
 
-func newFixture(t *testing.T, o options) *fixture {
+func newFixture(t testing.TB, o options) *fixture {
 	t.Helper()
 	logs := new(bytes.Buffer)
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -121,7 +121,7 @@ type answer struct {
 	body   []byte
 }
 
-func (a answer) json(t *testing.T) map[string]any {
+func (a answer) json(t testing.TB) map[string]any {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal(a.body, &m); err != nil {
@@ -130,7 +130,7 @@ func (a answer) json(t *testing.T) map[string]any {
 	return m
 }
 
-func (f *fixture) do(t *testing.T, method, path, bearer, contentType, body string) answer {
+func (f *fixture) do(t testing.TB, method, path, bearer, contentType, body string) answer {
 	t.Helper()
 	req, err := http.NewRequest(method, f.srv.URL+path, strings.NewReader(body))
 	if err != nil {
@@ -154,13 +154,13 @@ func (f *fixture) do(t *testing.T, method, path, bearer, contentType, body strin
 	return answer{resp.StatusCode, resp.Header, b}
 }
 
-func (f *fixture) post(t *testing.T, path, bearer, body string) answer {
+func (f *fixture) post(t testing.TB, path, bearer, body string) answer {
 	t.Helper()
 	return f.do(t, http.MethodPost, path, bearer, "application/json", body)
 }
 
 // login answers a token for a fresh user of appid.
-func (f *fixture) login(t *testing.T, appid, code string) string {
+func (f *fixture) login(t testing.TB, appid, code string) string {
 	t.Helper()
 	a := f.post(t, "/v1/login", "", `{"code":"`+code+`","appid":"`+appid+`"}`)
 	if a.status != http.StatusOK {
@@ -174,7 +174,7 @@ func (f *fixture) login(t *testing.T, appid, code string) string {
 }
 
 // wantProblem checks that a is problem+json of the given type and status.
-func wantProblem(t *testing.T, a answer, status int, slug string) map[string]any {
+func wantProblem(t testing.TB, a answer, status int, slug string) map[string]any {
 	t.Helper()
 	if a.status != status {
 		t.Fatalf("status %d, want %d: %s", a.status, status, a.body)
@@ -624,4 +624,37 @@ func TestRequestTimeoutAnswersProblem(t *testing.T) {
 	if took > 1500*time.Millisecond {
 		t.Fatalf("answered after %v; the request budget is 300ms", took)
 	}
+}
+
+// BenchmarkHTTP measures whole requests over loopback through the real
+// middleware chain: a login (WeChat emulated in process, so this is
+// wxtoken's own cost plus one loopback round trip to the emulator), and the
+// Bearer calls that only need the token: decrypt and userinfo.
+func BenchmarkHTTP(b *testing.B) {
+	f := newFixture(b, options{dev: true})
+	b.Run("login", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			i++
+			f.login(b, appA, "bench-"+strconv.Itoa(i))
+		}
+	})
+	tok := f.login(b, appA, "bench-user")
+	enc := f.post(b, "/dev/encrypt", tok, `{"nickName":"Band","gender":1,"city":"Guangzhou"}`)
+	for _, path := range []string{"/v1/decrypt", "/v1/userinfo"} {
+		b.Run(strings.TrimPrefix(path, "/v1/"), func(b *testing.B) {
+			for b.Loop() {
+				if a := f.post(b, path, tok, string(enc.body)); a.status != 200 {
+					b.Fatalf("%d %s", a.status, a.body)
+				}
+			}
+		})
+	}
+	b.Run("jwks", func(b *testing.B) {
+		for b.Loop() {
+			if a := f.do(b, http.MethodGet, "/.well-known/jwks.json", "", "", ""); a.status != 200 {
+				b.Fatal(a.status)
+			}
+		}
+	})
 }
