@@ -61,10 +61,15 @@ func eventually(t testing.TB, within time.Duration, what string, cond func() boo
 	}
 }
 
+// keyRow is one row of 'wxtoken keys list --json'.
 type keyRow struct {
-	KID   string `json:"kid"`
-	Kind  string `json:"kind"`
-	State string `json:"state"`
+	KID        string     `json:"kid"`
+	Kind       string     `json:"kind"`
+	Alg        string     `json:"alg"`
+	State      string     `json:"state"`
+	Created    time.Time  `json:"created"`
+	Retired    *time.Time `json:"retired"`
+	PruneAfter *time.Time `json:"prune_after"`
 }
 
 func listKeys(t testing.TB, e env) []keyRow {
