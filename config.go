@@ -82,8 +82,17 @@ func (c *config) retention() time.Duration { return c.TokenTTL + c.Leeway + rete
 // dribbles them (slowloris) is cut off long before ReadTimeout.
 func (c *config) readHeaderTimeout() time.Duration { return min(5*time.Second, c.ReadTimeout) }
 
-// requestTimeout bounds one request's work: room for an access_token fetch
-// with its retries and the call it serves, and no more.
+// writeTimeout runs from the end of a request's headers, so it covers the
+// slowest body (ReadTimeout) plus the longest work (requestTimeout) and
+// some slack: a slow WeChat ends in a 504 problem, never in a cut
+// connection.
+func (c *config) writeTimeout() time.Duration {
+	return c.ReadTimeout + c.requestTimeout() + 5*time.Second
+}
+
+// requestTimeout bounds the WeChat work of one request, counted once its
+// body is read: room for an access_token fetch with its retries and the
+// call it serves, and no more.
 func (c *config) requestTimeout() time.Duration { return 3*c.WeChatTimeout + 5*time.Second }
 
 // loadConfig reads the environment. Every problem is collected, so the

@@ -82,13 +82,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	// WriteTimeout is longer than any request may work (requestTimeout), so
-	// a slow WeChat ends in a 504 problem, never in a cut connection.
 	srv := &http.Server{
 		Handler:           e,
 		ReadHeaderTimeout: cfg.readHeaderTimeout(),
 		ReadTimeout:       cfg.ReadTimeout,
-		WriteTimeout:      cfg.requestTimeout() + 5*time.Second,
+		WriteTimeout:      cfg.writeTimeout(),
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),

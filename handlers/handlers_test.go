@@ -370,7 +370,11 @@ func TestWeChatErrcodesMapped(t *testing.T) {
 		{"40013", 502, "wechat-error", false},
 	} {
 		t.Run(tc.errcode, func(t *testing.T) {
-			p := wantProblem(t, f.post(t, "/v1/login", "", `{"code":"err-`+tc.errcode+`"}`), tc.status, tc.slug)
+			a := f.post(t, "/v1/login", "", `{"code":"err-`+tc.errcode+`"}`)
+			p := wantProblem(t, a, tc.status, tc.slug)
+			if got := a.header.Get("Retry-After") != ""; got != tc.retryAfter {
+				t.Fatalf("Retry-After %q, want one: %v", a.header.Get("Retry-After"), tc.retryAfter)
+			}
 			if got, _ := p["errcode"].(float64); strconv.Itoa(int(got)) != tc.errcode {
 				t.Fatalf("errcode %v, want %s", p["errcode"], tc.errcode)
 			}
@@ -657,4 +661,31 @@ func BenchmarkHTTP(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestSlowBodyDoesNotEatWeChatTime: the request budget starts once the body
+// has arrived, so a client slow to send it still gets its login, and WeChat
+// (and its circuit breaker) never sees an already-expired call.
+func TestSlowBodyDoesNotEatWeChatTime(t *testing.T) {
+	f := newFixture(t, options{requestTimeout: 300 * time.Millisecond})
+	for i := range 6 { // more than the breaker's threshold of 5
+		pr, pw := io.Pipe()
+		go func() {
+			_, _ = io.WriteString(pw, `{"code":`)
+			time.Sleep(400 * time.Millisecond)
+			_, _ = io.WriteString(pw, `"slow-body-`+strconv.Itoa(i)+`"}`)
+			pw.Close()
+		}()
+		req, _ := http.NewRequest(http.MethodPost, f.srv.URL+"/v1/login", pr)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("login %d with a body slower than the request budget: %d %s", i, resp.StatusCode, body)
+		}
+	}
 }

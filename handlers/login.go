@@ -38,7 +38,8 @@ func (h *server) login(c echo.Context) error {
 	if !ok {
 		return kindUnknownApp.problem("This service does not serve that appid.")
 	}
-	ctx := c.Request().Context()
+	ctx, cancel := h.work(c)
+	defer cancel()
 	sess, err := h.cfg.WeChat.Code2Session(ctx, app, req.Code)
 	if err != nil {
 		return err

@@ -61,7 +61,8 @@ type Config struct {
 	Ready func() error
 	// Dev turns on the dev-only routes (/dev/encrypt).
 	Dev bool
-	// LoginRate is logins per second per client IP; 0 turns the limit off.
+	// LoginRate is logins per second per client IP (per /64 for IPv6); 0
+	// turns the limit off.
 	LoginRate  float64
 	LoginBurst int
 	// UserRate is calls per second per user (appid and openid) to the
@@ -70,9 +71,10 @@ type Config struct {
 	// app's WeChat quota and upstream slots. 0 turns the limit off.
 	UserRate  float64
 	UserBurst int
-	// RequestTimeout bounds each request's work, WeChat calls included, so
-	// a slow WeChat gets a 504 problem before the server's write timeout
-	// cuts the connection. 0 means no bound beyond the client's own.
+	// RequestTimeout bounds the work a request starts once its body is read
+	// (the WeChat calls), so a slow WeChat gets a 504 problem before the
+	// server's write timeout cuts the connection. 0 means no bound beyond
+	// the client's own.
 	RequestTimeout time.Duration
 	// TrustedProxies lists the peers whose X-Forwarded-For is believed.
 	TrustedProxies []*net.IPNet
@@ -109,9 +111,6 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.Use(h.accessLog)
 	e.Use(h.recoverer)
 	e.Use(securityHeaders)
-	if cfg.RequestTimeout > 0 {
-		e.Use(h.deadline)
-	}
 
 	e.GET("/healthz", h.healthz)
 	e.GET("/readyz", h.readyz)
@@ -236,14 +235,14 @@ func plainID(id string) bool {
 	return true
 }
 
-// deadline bounds a request's work by RequestTimeout.
-func (h *server) deadline(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		ctx, cancel := context.WithTimeout(c.Request().Context(), h.cfg.RequestTimeout)
-		defer cancel()
-		c.SetRequest(c.Request().WithContext(ctx))
-		return next(c)
+// work is the context for the WeChat calls a request makes, bounded by
+// RequestTimeout from now: handlers take it after reading the body, so a
+// client slow to send its body does not eat WeChat's time.
+func (h *server) work(c echo.Context) (context.Context, context.CancelFunc) {
+	if h.cfg.RequestTimeout <= 0 {
+		return context.WithCancel(c.Request().Context())
 	}
+	return context.WithTimeout(c.Request().Context(), h.cfg.RequestTimeout)
 }
 
 func securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {

@@ -95,7 +95,9 @@ func (h *server) phoneNumber(c echo.Context) error {
 		return err
 	}
 	s := sessionOf(c)
-	info, err := h.cfg.WeChat.PhoneNumber(c.Request().Context(), credentials(c), req.Code, s.OpenID)
+	ctx, cancel := h.work(c)
+	defer cancel()
+	info, err := h.cfg.WeChat.PhoneNumber(ctx, credentials(c), req.Code, s.OpenID)
 	if err != nil {
 		return err
 	}
@@ -116,7 +118,9 @@ type sessionCheckResponse struct {
 // user's current one. false means: call wx.login() and log in again.
 func (h *server) sessionCheck(c echo.Context) error {
 	s := sessionOf(c)
-	valid, err := h.cfg.WeChat.CheckSession(c.Request().Context(), credentials(c), s.OpenID, s.SessionKey)
+	ctx, cancel := h.work(c)
+	defer cancel()
+	valid, err := h.cfg.WeChat.CheckSession(ctx, credentials(c), s.OpenID, s.SessionKey)
 	if err != nil {
 		return err
 	}

@@ -274,6 +274,11 @@ func (c *Client) call(ctx context.Context, op, method, path string, q url.Values
 	}
 	defer func() { <-pool }()
 
+	// A caller whose own deadline has passed (a request that took long to
+	// arrive) says nothing about WeChat: fail it before the breaker counts it.
+	if err := ctx.Err(); err != nil {
+		return transportError(ctx, op, err)
+	}
 	start := c.cfg.Now()
 	raw, err := c.breaker.Execute(func() ([]byte, error) { return c.roundTrip(ctx, op, method, path, q, body) })
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -175,6 +176,27 @@ func TestCircuitBreakerFailsFastAndRecovers(t *testing.T) {
 		if _, err := w.client.Code2Session(context.Background(), app, "err-40029"); errors.As(err, &ue) {
 			t.Fatalf("errcodes opened the circuit: %v", err)
 		}
+	}
+}
+
+// TestExpiredCallersDoNotTripTheBreaker: calls whose context had already
+// expired never reach WeChat and are not counted against it.
+func TestExpiredCallersDoNotTripTheBreaker(t *testing.T) {
+	w := newWorld(t, nil)
+	expired, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	for i := range 10 {
+		_, err := w.client.Code2Session(expired, app, "late-"+strconv.Itoa(i))
+		var ue *wechat.UpstreamError
+		if !errors.As(err, &ue) || ue.Kind != wechat.Timeout {
+			t.Fatalf("expired call %d: %v, want Timeout", i, err)
+		}
+	}
+	if n := w.emu.Calls("/sns/jscode2session"); n != 0 {
+		t.Fatalf("expired calls reached WeChat %d times", n)
+	}
+	if _, err := w.client.Code2Session(context.Background(), app, "on-time"); err != nil {
+		t.Fatalf("a call on time after expired ones: %v (the breaker counted them)", err)
 	}
 }
 
