@@ -19,6 +19,7 @@ import (
 
 	"github.com/wxtoken/wxtoken/emulator"
 	"github.com/wxtoken/wxtoken/handlers"
+	"github.com/wxtoken/wxtoken/internal/syncbuf"
 	"github.com/wxtoken/wxtoken/keys"
 	"github.com/wxtoken/wxtoken/secret"
 	"github.com/wxtoken/wxtoken/token"
@@ -52,7 +53,7 @@ type fixture struct {
 	srv    *httptest.Server
 	wx     *emulator.Emulator
 	tokens *token.Service
-	logs   *bytes.Buffer
+	logs   *syncbuf.Buffer
 }
 
 type options struct {
@@ -66,7 +67,7 @@ type options struct {
 
 func newFixture(t testing.TB, o options) *fixture {
 	t.Helper()
-	logs := new(bytes.Buffer)
+	logs := new(syncbuf.Buffer)
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	wx := emulator.New(emulator.Config{Apps: map[string]string{appA: secretA, appB: secretB}, UnionID: true})

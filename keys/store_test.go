@@ -1,39 +1,21 @@
 package keys_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/wxtoken/wxtoken/internal/syncbuf"
 	"github.com/wxtoken/wxtoken/keys"
 )
 
-// syncBuffer is a log sink safe for the Watch goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) count(sub string) int { return strings.Count(s.String(), sub) }
+// count is how often sub appears in the logs so far.
+func count(logs *syncbuf.Buffer, sub string) int { return strings.Count(logs.String(), sub) }
 
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -64,12 +46,12 @@ func TestNewStoreErrors(t *testing.T) {
 // when it does not; an explicit Reload always reports its failure.
 func TestStoreLogsChangesOnce(t *testing.T) {
 	d, _ := newDir(t, "ES256")
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	s, err := keys.NewStore(d, retention, slog.New(slog.NewJSONHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Reload(); err != nil || logs.count(`"level":"INFO"`) != 0 {
+	if err := s.Reload(); err != nil || count(&logs, `"level":"INFO"`) != 0 {
 		t.Fatalf("unchanged reload: %v, logs %s", err, logs.String())
 	}
 	if err := d.Rotate(false); err != nil {
@@ -78,7 +60,7 @@ func TestStoreLogsChangesOnce(t *testing.T) {
 	if err := s.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	if logs.count(`"level":"INFO"`) != 1 || !strings.Contains(logs.String(), s.Current().SigningKey().KID) {
+	if count(&logs, `"level":"INFO"`) != 1 || !strings.Contains(logs.String(), s.Current().SigningKey().KID) {
 		t.Errorf("rotation not logged with its kids: %s", logs.String())
 	}
 	manifest := filepath.Join(d.Path(), "keyset.json")
@@ -90,7 +72,7 @@ func TestStoreLogsChangesOnce(t *testing.T) {
 			t.Errorf("Reload without a manifest: %v, want ErrNoKeys", err)
 		}
 	}
-	if n := logs.count(`"level":"ERROR"`); n != 2 {
+	if n := count(&logs, `"level":"ERROR"`); n != 2 {
 		t.Errorf("%d errors logged for two failed explicit reloads, want 2", n)
 	}
 	if s.Current() == nil {
@@ -103,7 +85,7 @@ func TestStoreLogsChangesOnce(t *testing.T) {
 // server keeps the last good keys throughout.
 func TestWatchLogsBrokenDirectoryOncePerContent(t *testing.T) {
 	d, _ := newDir(t, "ES256")
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	s, err := keys.NewStore(d, retention, slog.New(slog.NewJSONHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -125,9 +107,9 @@ func TestWatchLogsBrokenDirectoryOncePerContent(t *testing.T) {
 		if err := os.Rename(tmp, manifest); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "an error is logged", func() bool { return logs.count(`"level":"ERROR"`) == i+1 })
+		eventually(t, "an error is logged", func() bool { return count(&logs, `"level":"ERROR"`) == i+1 })
 		time.Sleep(400 * time.Millisecond) // many ticks
-		if n := logs.count(`"level":"ERROR"`); n != i+1 {
+		if n := count(&logs, `"level":"ERROR"`); n != i+1 {
 			t.Errorf("%d errors after broken manifest %d, want %d (once per content)", n, i+1, i+1)
 		}
 		if s.Current() != good {
@@ -149,11 +131,11 @@ func TestWatchLogsBrokenDirectoryOncePerContent(t *testing.T) {
 	if err := os.Remove(active); err != nil {
 		t.Fatal(err)
 	}
-	errorsBefore := logs.count(`"level":"ERROR"`) // counted first: Watch may log before Rotate returns
-	if err := d.Rotate(false); err != nil {       // manifest changes; its new ring cannot load
+	errorsBefore := count(&logs, `"level":"ERROR"`) // counted first: Watch may log before Rotate returns
+	if err := d.Rotate(false); err != nil {         // manifest changes; its new ring cannot load
 		t.Fatal(err)
 	}
-	eventually(t, "the broken rotation is logged", func() bool { return logs.count(`"level":"ERROR"`) > errorsBefore })
+	eventually(t, "the broken rotation is logged", func() bool { return count(&logs, `"level":"ERROR"`) > errorsBefore })
 	if err := os.WriteFile(active, pem, 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package wechat_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/wxtoken/wxtoken/emulator"
+	"github.com/wxtoken/wxtoken/internal/syncbuf"
 	"github.com/wxtoken/wxtoken/secret"
 	"github.com/wxtoken/wxtoken/wechat"
 )
@@ -29,24 +29,7 @@ var app = wechat.Credentials{AppID: appID, Secret: appSecret}
 type world struct {
 	emu    *emulator.Emulator
 	client *wechat.Client
-	logs   *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs   *syncbuf.Buffer
 }
 
 func newWorld(t *testing.T, tweak func(*wechat.Config)) *world {
@@ -54,7 +37,7 @@ func newWorld(t *testing.T, tweak func(*wechat.Config)) *world {
 	emu := emulator.New(emulator.Config{Apps: map[string]string{appID: appSecret}, UnionID: true})
 	ts := httptest.NewServer(emu)
 	t.Cleanup(ts.Close)
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	cfg := wechat.Config{
 		BaseURL: ts.URL,
 		Timeout: 300 * time.Millisecond,
