@@ -131,17 +131,15 @@ func (a answer) json(t testing.TB) map[string]any {
 	return m
 }
 
-func (f *fixture) do(t testing.TB, method, path, bearer, contentType, body string) answer {
+// send makes one request with these headers and reads the whole answer.
+func (f *fixture) send(t testing.TB, method, path string, body io.Reader, header map[string]string) answer {
 	t.Helper()
-	req, err := http.NewRequest(method, f.srv.URL+path, strings.NewReader(body))
+	req, err := http.NewRequest(method, f.srv.URL+path, body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
+	for k, v := range header {
+		req.Header.Set(k, v)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -153,6 +151,18 @@ func (f *fixture) do(t testing.TB, method, path, bearer, contentType, body strin
 		t.Fatal(err)
 	}
 	return answer{resp.StatusCode, resp.Header, b}
+}
+
+func (f *fixture) do(t testing.TB, method, path, bearer, contentType, body string) answer {
+	t.Helper()
+	header := map[string]string{}
+	if contentType != "" {
+		header["Content-Type"] = contentType
+	}
+	if bearer != "" {
+		header["Authorization"] = "Bearer " + bearer
+	}
+	return f.send(t, method, path, strings.NewReader(body), header)
 }
 
 func (f *fixture) post(t testing.TB, path, bearer, body string) answer {
@@ -292,17 +302,11 @@ func TestBearerChallenges(t *testing.T) {
 		{"lower-case scheme, garbage", "bearer abc.def.ghi", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			req, _ := http.NewRequest(http.MethodPost, f.srv.URL+"/v1/session/check", nil)
+			header := map[string]string{}
 			if tc.authorization != "" {
-				req.Header.Set("Authorization", tc.authorization)
+				header["Authorization"] = tc.authorization
 			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			a := answer{resp.StatusCode, resp.Header, body}
+			a := f.send(t, http.MethodPost, "/v1/session/check", nil, header)
 			slug := "unauthorized"
 			if tc.invalidToken {
 				slug = "invalid-token"
@@ -430,15 +434,9 @@ func TestJWKSConditionalGet(t *testing.T) {
 		{"*", 304},
 		{`"other"`, 200},
 	} {
-		req, _ := http.NewRequest("GET", f.srv.URL+"/.well-known/jwks.json", nil)
-		req.Header.Set("If-None-Match", tc.ifNoneMatch)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != tc.want {
-			t.Errorf("If-None-Match %s: %d, want %d", tc.ifNoneMatch, resp.StatusCode, tc.want)
+		a := f.send(t, http.MethodGet, "/.well-known/jwks.json", nil, map[string]string{"If-None-Match": tc.ifNoneMatch})
+		if a.status != tc.want {
+			t.Errorf("If-None-Match %s: %d, want %d", tc.ifNoneMatch, a.status, tc.want)
 		}
 	}
 }
@@ -556,16 +554,8 @@ func TestLoginLimitKeysIPv6ByPrefix(t *testing.T) {
 	_, loopback, _ := net.ParseCIDR("127.0.0.0/8")
 	f := newFixture(t, options{loginRate: 0.01, trusted: []*net.IPNet{loopback}}) // burst 2
 	from := func(ip, code string) answer {
-		req, _ := http.NewRequest(http.MethodPost, f.srv.URL+"/v1/login", strings.NewReader(`{"code":"`+code+`"}`))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("X-Forwarded-For", ip)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		return answer{resp.StatusCode, resp.Header, body}
+		return f.send(t, http.MethodPost, "/v1/login", strings.NewReader(`{"code":"`+code+`"}`),
+			map[string]string{"Content-Type": "application/json", "X-Forwarded-For": ip})
 	}
 	for i, ip := range []string{"2001:db8:1:2::1", "2001:db8:1:2::2"} {
 		if a := from(ip, "v6-"+strconv.Itoa(i)); a.status != 200 {
@@ -594,16 +584,11 @@ func TestRequestIDFromCallerIsKeptOnlyWhenPlain(t *testing.T) {
 		{"id with spaces", false},
 		{"", false},
 	} {
-		req, _ := http.NewRequest(http.MethodGet, f.srv.URL+"/healthz", nil)
+		header := map[string]string{}
 		if tc.sent != "" {
-			req.Header.Set("X-Request-Id", tc.sent)
+			header["X-Request-Id"] = tc.sent
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		got := resp.Header.Get("X-Request-Id")
+		got := f.send(t, http.MethodGet, "/healthz", nil, header).header.Get("X-Request-Id")
 		if got == "" || len(got) > 64 {
 			t.Fatalf("sent %.20q: answered request id %.20q", tc.sent, got)
 		}
@@ -677,16 +662,8 @@ func TestSlowBodyDoesNotEatWeChatTime(t *testing.T) {
 			_, _ = io.WriteString(pw, `"slow-body-`+strconv.Itoa(i)+`"}`)
 			pw.Close()
 		}()
-		req, _ := http.NewRequest(http.MethodPost, f.srv.URL+"/v1/login", pr)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("login %d with a body slower than the request budget: %d %s", i, resp.StatusCode, body)
+		if a := f.send(t, http.MethodPost, "/v1/login", pr, map[string]string{"Content-Type": "application/json"}); a.status != 200 {
+			t.Fatalf("login %d with a body slower than the request budget: %d %s", i, a.status, a.body)
 		}
 	}
 }
