@@ -513,26 +513,12 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 	s := startServer(t, f.env)
 	hostPort := strings.TrimPrefix(s.URL, "http://")
 
-	conn, err := net.Dial("tcp", hostPort)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	start := time.Now()
-	if _, err := io.WriteString(conn, "POST /v1/login HTTP/1.1\r\nHost: wxtoken\r\nContent-Type: application/json\r\n"); err != nil {
-		t.Fatal(err)
-	}
+	conn := rawConn(t, hostPort, "POST /v1/login HTTP/1.1\r\nHost: wxtoken\r\nContent-Type: application/json\r\n")
 	// Others are served while the slow client holds its connection.
 	if c := do(t, http.MethodGet, s.URL+"/healthz", "", "", nil); c.Status != http.StatusOK {
 		t.Fatalf("healthz while a slow client waits: %d", c.Status)
 	}
-	_ = conn.SetReadDeadline(time.Now().Add(12 * time.Second))
-	_, err = io.ReadAll(conn)
-	held := time.Since(start)
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		t.Fatalf("the server held a connection with unfinished headers for %v: no header timeout", held)
-	}
+	held := heldOpen(t, conn, false)
 	if held < 4*time.Second || held > 8*time.Second {
 		t.Fatalf("the slow connection was closed after %v, want about the 5 s header timeout", held)
 	}
@@ -558,56 +544,64 @@ func TestReadAndIdleTimeouts(t *testing.T) {
 	s := startServer(t, f.env.with("WXTOKEN_READ_TIMEOUT", "1s", "WXTOKEN_IDLE_TIMEOUT", "1s"))
 	hostPort := strings.TrimPrefix(s.URL, "http://")
 
-	closedAfter := func(t *testing.T, conn net.Conn, trickle bool) time.Duration {
-		t.Helper()
-		start := time.Now()
-		done := make(chan time.Duration, 1)
-		go func() {
-			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-			_, _ = io.ReadAll(conn)
-			done <- time.Since(start)
-		}()
-		for {
-			select {
-			case d := <-done:
-				return d
-			case <-time.After(200 * time.Millisecond):
-				if trickle {
-					_, _ = conn.Write([]byte(" "))
-				}
-			}
-		}
-	}
-
 	t.Run("trickled body", func(t *testing.T) {
-		conn, err := net.Dial("tcp", hostPort)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		if _, err := io.WriteString(conn, "POST /v1/login HTTP/1.1\r\nHost: wxtoken\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"); err != nil {
-			t.Fatal(err)
-		}
-		if d := closedAfter(t, conn, true); d < 700*time.Millisecond || d > 4*time.Second {
+		conn := rawConn(t, hostPort, "POST /v1/login HTTP/1.1\r\nHost: wxtoken\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+		if d := heldOpen(t, conn, true); d < 700*time.Millisecond || d > 4*time.Second {
 			t.Fatalf("a trickled body held the connection %v; want about the 1 s read timeout", d)
 		}
 	})
 	t.Run("idle keep-alive", func(t *testing.T) {
-		conn, err := net.Dial("tcp", hostPort)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		if _, err := io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: wxtoken\r\n\r\n"); err != nil {
-			t.Fatal(err)
-		}
+		conn := rawConn(t, hostPort, "GET /healthz HTTP/1.1\r\nHost: wxtoken\r\n\r\n")
 		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("healthz: %v", err)
 		}
 		resp.Body.Close()
-		if d := closedAfter(t, conn, false); d < 700*time.Millisecond || d > 4*time.Second {
+		if d := heldOpen(t, conn, false); d < 700*time.Millisecond || d > 4*time.Second {
 			t.Fatalf("an idle keep-alive connection stayed open %v; want about the 1 s idle timeout", d)
 		}
 	})
+}
+
+// rawConn opens a TCP connection to hostPort and writes raw on it, for
+// tests that need to send HTTP no well-behaved client would.
+func rawConn(t *testing.T, hostPort, raw string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", hostPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if _, err := io.WriteString(conn, raw); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// heldOpen reads conn until the server closes it and says how long that
+// took; with trickle it keeps sending a byte every 200 ms meanwhile. A
+// server that never closes fails the test after 10 s.
+func heldOpen(t *testing.T, conn net.Conn, trickle bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err := io.ReadAll(conn)
+		done <- err
+	}()
+	for {
+		select {
+		case err := <-done:
+			held := time.Since(start)
+			if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("the server still held the connection after %v: no timeout cut it", held)
+			}
+			return held
+		case <-time.After(200 * time.Millisecond):
+			if trickle {
+				_, _ = conn.Write([]byte(" "))
+			}
+		}
+	}
 }
