@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -273,12 +274,9 @@ func TestFaults(t *testing.T) {
 func TestConcurrentLogins(t *testing.T) {
 	e, base := newServer(t, emulator.Config{})
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	ok := 0
-	for i := 0; i < 20; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	var ok atomic.Int32
+	for range 20 {
+		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			q := url.Values{"appid": {appID}, "secret": {secret}, "js_code": {"same-code"}, "grant_type": {"authorization_code"}}
@@ -289,14 +287,12 @@ func TestConcurrentLogins(t *testing.T) {
 				return
 			}
 			if a := read(t, resp); errcode(a) == 0 {
-				mu.Lock()
-				ok++
-				mu.Unlock()
+				ok.Add(1)
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	if n := e.Calls("/sns/jscode2session"); n != 20 || ok != 1 {
-		t.Errorf("%d calls, %d logins with one code; want 20 and exactly 1", n, ok)
+	if n := e.Calls("/sns/jscode2session"); n != 20 || ok.Load() != 1 {
+		t.Errorf("%d calls, %d logins with one code; want 20 and exactly 1", n, ok.Load())
 	}
 }

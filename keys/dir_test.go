@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -100,26 +101,21 @@ func TestInitTouchesNothingWhenKeysExist(t *testing.T) {
 	// Concurrent first Inits on one directory make one key set.
 	path := filepath.Join(t.TempDir(), "race")
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	made := 0
-	for i := 0; i < 6; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	var made atomic.Int32
+	for range 6 {
+		wg.Go(func() {
 			created, err := keys.NewDir(path, nil).Init("EdDSA")
 			if err != nil {
 				t.Error(err)
 			}
 			if created {
-				mu.Lock()
-				made++
-				mu.Unlock()
+				made.Add(1)
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	if made != 1 {
-		t.Errorf("%d concurrent Inits created keys, want 1", made)
+	if made.Load() != 1 {
+		t.Errorf("%d concurrent Inits created keys, want 1", made.Load())
 	}
 	entries, _ := os.ReadDir(path)
 	if len(entries) != 6 {

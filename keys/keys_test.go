@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -312,26 +313,21 @@ func TestRotateIfDueRotatesOncePerPeriod(t *testing.T) {
 	}
 	clk.add(time.Hour)
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	count := 0
-	for i := 0; i < 8; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	var count atomic.Int32
+	for range 8 {
+		wg.Go(func() {
 			rotated, err := keys.NewDir(d.Path(), clk.now).RotateIfDue(time.Hour)
 			if err != nil {
 				t.Error(err)
 			}
 			if rotated {
-				mu.Lock()
-				count++
-				mu.Unlock()
+				count.Add(1)
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	if count != 1 {
-		t.Errorf("%d rotations, want 1", count)
+	if count.Load() != 1 {
+		t.Errorf("%d rotations, want 1", count.Load())
 	}
 	if got := kids(t, d, keys.Signing, keys.Retired); len(got) != 1 {
 		t.Errorf("retired = %v", got)
