@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -71,6 +72,16 @@ type config struct {
 
 	keysDirSet bool
 	problems   []string
+	// sources says where each setting came from ("environment", "flag",
+	// "dev"); a setting not in it has its default. Read by config check.
+	sources map[string]string
+	// names lists every variable loadConfig read, in order.
+	names []string
+	// devValues replaces shown values that --dev makes only at start.
+	devValues map[string]string
+	// raw keeps the environment's text of each set variable, so config
+	// check can show an invalid one as written.
+	raw map[string]string
 }
 
 // retention is how long a retired key must stay usable: every token it
@@ -98,7 +109,8 @@ func (c *config) requestTimeout() time.Duration { return 3*c.WeChatTimeout + 5*t
 // loadConfig reads the environment. Every problem is collected, so the
 // operator sees all of them at once instead of one per restart.
 func loadConfig(getenv func(string) string) *config {
-	c := &config{}
+	c := &config{sources: map[string]string{}, raw: map[string]string{}}
+	getenv = c.recordSources(getenv)
 	c.Addr = envString(getenv, "WXTOKEN_ADDR", defaultAddr)
 	c.Issuer = envString(getenv, "WXTOKEN_ISSUER", defaultIssuer)
 	c.KeysDir = getenv("WXTOKEN_KEYS_DIR")
@@ -131,6 +143,32 @@ func loadConfig(getenv func(string) string) *config {
 		}
 	}
 	return c
+}
+
+// recordSources wraps getenv so every variable read is listed, and marked
+// as coming from the environment when it is set.
+func (c *config) recordSources(getenv func(string) string) func(string) string {
+	return func(name string) string {
+		v := getenv(name)
+		if !slices.Contains(c.names, name) {
+			c.names = append(c.names, name)
+		}
+		if v != "" {
+			c.sources[name] = "environment"
+			c.raw[name] = v
+		}
+		return v
+	}
+}
+
+// markFlags records the settings the command line overrode.
+func (c *config) markFlags(fs *flag.FlagSet) {
+	vars := map[string]string{"addr": "WXTOKEN_ADDR", "issuer": "WXTOKEN_ISSUER", "keys-dir": "WXTOKEN_KEYS_DIR"}
+	fs.Visit(func(f *flag.Flag) {
+		if name, ok := vars[f.Name]; ok {
+			c.sources[name] = "flag"
+		}
+	})
 }
 
 // serveFlags lets the command line override the environment.
@@ -170,8 +208,16 @@ func (c *config) resolveSecret() error {
 	return nil
 }
 
-// validate lists every configuration problem as {condition, message}.
+// validate reports every configuration problem in one error.
 func (c *config) validate() error {
+	if problems := c.check(); len(problems) > 0 {
+		return fmt.Errorf("invalid configuration: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// check lists every configuration problem as {condition, message}.
+func (c *config) check() []string {
 	checks := []struct {
 		bad bool
 		msg string
@@ -200,10 +246,7 @@ func (c *config) validate() error {
 			problems = append(problems, ch.msg)
 		}
 	}
-	if len(problems) > 0 {
-		return fmt.Errorf("invalid configuration: %s", strings.Join(problems, "; "))
-	}
-	return nil
+	return problems
 }
 
 func envString(getenv func(string) string, name, def string) string {

@@ -19,6 +19,7 @@ Usage:
   wxtoken keys rotate [--now]        next key becomes active, active retires, a new next key is made
   wxtoken keys list [--json]         show keys, their state and when they may be pruned
   wxtoken keys prune                 delete retired keys no token can still need
+  wxtoken config check [--dev]       print the effective configuration and its sources; non-zero if invalid
   wxtoken version                    print the version
 
 Run 'wxtoken <command> --help' for a command's flags.
@@ -63,6 +64,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runServe(ctx, args[2:], getenv, stdout, stderr)
 	case "keys":
 		return runKeys(ctx, args[2:], getenv, stdout, stderr)
+	case "config":
+		return runConfig(ctx, args[2:], getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "wxtoken", version)
 		return nil
