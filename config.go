@@ -216,6 +216,29 @@ func (c *config) validate() error {
 	return nil
 }
 
+// keysSettings are the variables the keys commands read: they validate
+// these and nothing else, so a typo in a serving setting never blocks an
+// emergency rotation.
+var keysSettings = []string{"WXTOKEN_KEYS_DIR", "WXTOKEN_TOKEN_TTL", "WXTOKEN_LEEWAY",
+	"WXTOKEN_JWKS_MAX_AGE", "WXTOKEN_RELOAD_INTERVAL"}
+
+// validateKeys reports the problems of the settings the keys commands use.
+func (c *config) validateKeys() error {
+	var problems []string
+	for _, p := range c.check() {
+		for _, name := range keysSettings {
+			if mentions([]string{p}, name) {
+				problems = append(problems, p)
+				break
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("invalid configuration: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
 // check lists every configuration problem as {condition, message}.
 func (c *config) check() []string {
 	checks := []struct {

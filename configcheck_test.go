@@ -136,3 +136,26 @@ func TestConfigCheckShowsEveryVariable(t *testing.T) {
 		settingLine(t, out, name)
 	}
 }
+
+// TestKeysCommandsValidateOnlyWhatTheyUse: a broken serving setting never
+// blocks a key command (an emergency rotation above all); a broken setting
+// the key commands read still stops them.
+func TestKeysCommandsValidateOnlyWhatTheyUse(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "keys")
+	base := env{"WXTOKEN_KEYS_DIR": dir}
+	mustRun(t, base, "keys", "init")
+	for _, e := range []env{
+		base.with("WXTOKEN_LOGIN_RATE", "abc"),
+		base.with("WXTOKEN_READ_TIMEOUT", "1ns", "WXTOKEN_UPSTREAM_CONCURRENCY", "0"),
+	} {
+		mustRun(t, e, "keys", "list")
+		mustRun(t, e, "keys", "rotate", "--now")
+	}
+	for _, bad := range []string{"WXTOKEN_TOKEN_TTL", "WXTOKEN_LEEWAY", "WXTOKEN_JWKS_MAX_AGE", "WXTOKEN_RELOAD_INTERVAL"} {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), []string{"wxtoken", "keys", "list"}, base.with(bad, "abc").getenv, &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), bad) {
+			t.Errorf("keys list with %s=abc: err = %v", bad, err)
+		}
+	}
+}

@@ -53,7 +53,7 @@ func runKeys(_ context.Context, args []string, getenv func(string) string, stdou
 	if done, err := parseFlags(fs, args[1:], stdout); done {
 		return err
 	}
-	if err := cfg.validate(); err != nil {
+	if err := cfg.validateKeys(); err != nil {
 		return err
 	}
 	dir := keys.NewDir(cfg.KeysDir, nil)
