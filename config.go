@@ -182,6 +182,24 @@ func (c *config) serveFlags(fs *flag.FlagSet) {
 	})
 }
 
+// applyDev makes the --dev overrides: the dev keys directory unless one was
+// given, the dev appid unless one was given, the built-in emulator as
+// WeChat and a random appsecret it is told (any secret file is ignored).
+func (c *config) applyDev(emulatorBase string, sec secret.String) {
+	if !c.keysDirSet {
+		c.KeysDir = defaultDevKeysDir
+		c.sources["WXTOKEN_KEYS_DIR"] = "dev"
+	}
+	if c.AppID == "" {
+		c.AppID = devAppID
+		c.sources["WECHAT_APPID"] = "dev"
+	}
+	c.Secret, c.SecretFile, c.APIBase = sec, "", emulatorBase
+	for _, name := range []string{"WECHAT_SECRET", "WECHAT_SECRET_FILE", "WECHAT_API_BASE"} {
+		c.sources[name] = "dev"
+	}
+}
+
 // resolveSecret reads WECHAT_SECRET_FILE when it is set (a mounted secret is
 // safer than an environment variable, which child processes inherit).
 func (c *config) resolveSecret() error {

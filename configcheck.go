@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/wxtoken/wxtoken/secret"
 )
 
 const configUsage = `Usage: wxtoken config check [--dev] [serve flags]
@@ -68,10 +70,11 @@ func runConfig(_ context.Context, args []string, getenv func(string) string, std
 		return err
 	}
 	cfg.markFlags(fs)
-	problems := cfg.check()
 	if cfg.Dev {
 		cfg.showDev()
-	} else {
+	}
+	problems := cfg.check()
+	if !cfg.Dev {
 		if err := cfg.resolveSecret(); err != nil {
 			problems = append(problems, err.Error())
 		}
@@ -114,23 +117,11 @@ func runConfig(_ context.Context, args []string, getenv func(string) string, std
 	return nil
 }
 
-// showDev records what --dev changes, so the check shows what serve --dev
-// would run with: the dev keys directory, a dev appid, a fresh random
-// secret and the built-in emulator.
+// showDev applies what --dev changes, so the check shows what serve --dev
+// would run with; the emulator's address and the secret exist only at start.
 func (c *config) showDev() {
-	c.devValues = map[string]string{}
-	if !c.keysDirSet {
-		c.KeysDir = defaultDevKeysDir
-		c.sources["WXTOKEN_KEYS_DIR"] = "dev"
-	}
-	if c.AppID == "" {
-		c.AppID = devAppID
-		c.sources["WECHAT_APPID"] = "dev"
-	}
-	c.devValues["WECHAT_SECRET"] = "(random, made at start)"
-	c.sources["WECHAT_SECRET"] = "dev"
-	c.devValues["WECHAT_API_BASE"] = "(the built-in emulator on a loopback port)"
-	c.sources["WECHAT_API_BASE"] = "dev"
+	c.applyDev("(the built-in emulator on a loopback port)", secret.String("dev"))
+	c.devValues = map[string]string{"WECHAT_SECRET": "(random, made at start)", "WECHAT_SECRET_FILE": "(ignored)"}
 }
 
 // mentions reports whether a problem is about the variable name (every

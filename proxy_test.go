@@ -111,6 +111,7 @@ type outcome struct {
 	status     int // 0: the connection failed
 	replica    string
 	token      string // a login's token
+	err        error
 }
 
 // TestReplicasBehindHAProxy: three real wxtoken processes behind a real
@@ -143,6 +144,7 @@ func TestReplicasBehindHAProxy(t *testing.T) {
 		}
 		o := outcome{start: time.Now()}
 		resp, err := client.Do(req)
+		o.err = err
 		if err == nil {
 			raw, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
@@ -198,6 +200,11 @@ func TestReplicasBehindHAProxy(t *testing.T) {
 	if err := killed.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
+	// The signal is asynchronous: the replica may still take requests until
+	// it has died, so "in flight" runs until the process is reaped.
+	waitErr := <-killed.done
+	killed.done <- waitErr
+	deadAt := time.Now()
 	eventually(t, 30*time.Second, "load after the kill", func() bool { return count() >= before+150 })
 	stop.Store(true)
 	wg.Wait()
@@ -221,6 +228,9 @@ func TestReplicasBehindHAProxy(t *testing.T) {
 		}
 	}
 	t.Logf("%d requests: before the kill %v; %d ok after it; %d failed", len(outcomes), served, afterKill, len(failed))
+	for _, o := range failed {
+		t.Logf("failed in flight: status %d, err %v", o.status, o.err)
+	}
 	for i := range replicas {
 		if n := served[fmt.Sprintf("r%d", i)]; n < before/10 {
 			t.Errorf("replica r%d served %d of the %d requests before the kill: load is not spread", i, n, before)
@@ -235,9 +245,9 @@ func TestReplicasBehindHAProxy(t *testing.T) {
 		t.Errorf("%d requests failed; at most %d were in flight", len(failed), workers)
 	}
 	for _, o := range failed {
-		if !o.start.Before(killAt) || o.end.Before(killAt) {
-			t.Errorf("a request not in flight at the kill failed: status %d, started %v after the kill, ended %v after",
-				o.status, o.start.Sub(killAt), o.end.Sub(killAt))
+		if !o.start.Before(deadAt) || o.end.Before(killAt) {
+			t.Errorf("a request not in flight at the kill failed: status %d (%v), started %v after the kill (death %v after), ended %v after",
+				o.status, o.err, o.start.Sub(killAt), deadAt.Sub(killAt), o.end.Sub(killAt))
 		}
 	}
 

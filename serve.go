@@ -54,6 +54,23 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if done, err := parseFlags(fs, args, stdout); done {
 		return err
 	}
+	cfg.markFlags(fs)
+	var emulatorLn net.Listener
+	if cfg.Dev {
+		// Dev overrides are made before validation, so the configuration
+		// is never changed once it has been checked.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("dev emulator: %w", err)
+		}
+		defer ln.Close()
+		var b [16]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return err
+		}
+		cfg.applyDev("http://"+ln.Addr().String(), secret.String(hex.EncodeToString(b[:])))
+		emulatorLn = ln
+	}
 	if err := cfg.validate(); err != nil {
 		return err
 	}
@@ -63,7 +80,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 
 	if cfg.Dev {
-		stop, err := startDev(ctx, cfg, logger, stderr)
+		stop, err := startDev(cfg, emulatorLn, logger, stderr)
 		if err != nil {
 			return err
 		}
@@ -204,13 +221,11 @@ func (s singleApp) Lookup(appid string) (wechat.Credentials, bool) {
 
 func (s singleApp) Default() string { return s.app.AppID }
 
-// startDev prepares dev mode: keys made on first use and a WeChat emulator
-// on a loopback port, reached through the real WeChat client.
-func startDev(ctx context.Context, cfg *config, logger *slog.Logger, stderr io.Writer) (stop func(), err error) {
+// startDev starts what dev mode needs, on a configuration applyDev already
+// made: keys made on first use, and the WeChat emulator serving on ln, which
+// the real WeChat client reaches as WECHAT_API_BASE.
+func startDev(cfg *config, ln net.Listener, logger *slog.Logger, stderr io.Writer) (stop func(), err error) {
 	fmt.Fprint(stderr, devBanner)
-	if !cfg.keysDirSet {
-		cfg.KeysDir = defaultDevKeysDir
-	}
 	created, err := keys.NewDir(cfg.KeysDir, nil).Init(defaultSigningAlg)
 	if err != nil {
 		return nil, fmt.Errorf("dev keys: %w", err)
@@ -218,26 +233,13 @@ func startDev(ctx context.Context, cfg *config, logger *slog.Logger, stderr io.W
 	if created {
 		logger.Warn("dev mode: created keys", "keys_dir", cfg.KeysDir)
 	}
-	if cfg.AppID == "" {
-		cfg.AppID = devAppID
-	}
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return nil, err
-	}
-	cfg.Secret = secret.String(hex.EncodeToString(b[:]))
 	emu := emulator.New(emulator.Config{
 		Apps:    map[string]string{cfg.AppID: cfg.Secret.Reveal()},
 		UnionID: true,
 		Logger:  logger.With("component", "emulator"),
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("dev emulator: %w", err)
-	}
 	srv := &http.Server{Handler: emu, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
-	cfg.APIBase = "http://" + ln.Addr().String()
 	logger.Warn("DEV MODE: WeChat is emulated; any code logs in; never use in production",
 		"appid", cfg.AppID, "emulator", cfg.APIBase)
 	return func() { _ = srv.Close() }, nil
