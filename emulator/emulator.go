@@ -50,6 +50,12 @@ type Fault struct {
 	HTTPStatus int
 	// Reset closes the TCP connection abruptly, with no answer.
 	Reset bool
+	// CloseAfterRead acts on the request (a login consumes its code), then
+	// closes the connection cleanly (FIN, not RST) without answering: WeChat
+	// accepted the login but the answer was lost, as when a server's
+	// keep-alive timeout fires while a request arrives on a reused
+	// connection. A client cannot tell whether the code was consumed.
+	CloseAfterRead bool
 	// Errcode answers {"errcode": Errcode}.
 	Errcode int
 	// Times is how many requests the fault hits; 0 means every request
@@ -89,6 +95,7 @@ type Emulator struct {
 	current   map[string]string       // appid -> current token
 	faults    map[string]*Fault
 	calls     map[string]int
+	arrivals  map[string]int // js_code -> times it reached jscode2session
 }
 
 type preset struct{ openid, unionid, sessionKey string }
@@ -113,7 +120,7 @@ func New(cfg Config) *Emulator {
 		cfg: cfg, log: log,
 		users: map[string]*user{}, usedCodes: map[string]bool{}, usedPhone: map[string]bool{},
 		presets: map[string]preset{}, tokens: map[string]*accessToken{}, current: map[string]string{},
-		faults: map[string]*Fault{}, calls: map[string]int{},
+		faults: map[string]*Fault{}, calls: map[string]int{}, arrivals: map[string]int{},
 	}
 }
 
@@ -143,6 +150,14 @@ func (e *Emulator) Calls(path string) int {
 	return e.calls[path]
 }
 
+// CodeArrivals counts the requests to jscode2session that carried code,
+// faulted ones included: a code that arrives twice was sent twice.
+func (e *Emulator) CodeArrivals(code string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.arrivals[code]
+}
+
 // ExpireAccessTokens makes every access_token issued so far answer 42001,
 // as when WeChat's token ran out; the next stable_token issues a new one.
 func (e *Emulator) ExpireAccessTokens() {
@@ -167,8 +182,15 @@ func (e *Emulator) CurrentSessionKey(appid, openid string) string {
 // ServeHTTP answers one WeChat API call.
 func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
+	var code string
+	if path == "/sns/jscode2session" {
+		code = r.URL.Query().Get("js_code")
+	}
 	e.mu.Lock()
 	e.calls[path]++
+	if code != "" {
+		e.arrivals[code]++
+	}
 	var fault Fault
 	if f, ok := e.faults[path]; ok {
 		fault = *f
@@ -184,6 +206,12 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !fault.zero() && !e.applyFault(w, r, fault) {
 		return
 	}
+	e.route(w, r, fault)
+}
+
+// route answers r as WeChat would.
+func (e *Emulator) route(w http.ResponseWriter, r *http.Request, fault Fault) {
+	path := r.URL.Path
 	switch {
 	case path == "/sns/jscode2session" && r.Method == http.MethodGet:
 		e.code2Session(w, r)
@@ -218,6 +246,10 @@ func (e *Emulator) applyFault(w http.ResponseWriter, r *http.Request, f Fault) b
 	case f.Reset:
 		reset(w)
 		return false
+	case f.CloseAfterRead:
+		e.route(discard{header: http.Header{}}, r, Fault{})
+		closeConn(w)
+		return false
 	case f.Garbage:
 		w.Header().Set("Content-Type", "text/html")
 		fmt.Fprint(w, "<html><body>502 Bad Gateway (tengine)</body></html>")
@@ -251,6 +283,24 @@ func reset(w http.ResponseWriter) {
 		_ = tc.SetLinger(0)
 	}
 	_ = conn.Close()
+}
+
+// discard is a ResponseWriter whose answer nobody receives.
+type discard struct{ header http.Header }
+
+func (d discard) Header() http.Header       { return d.header }
+func (discard) Write(b []byte) (int, error) { return len(b), nil }
+func (discard) WriteHeader(int)             {}
+
+// closeConn closes the client's connection cleanly, with no answer.
+func closeConn(w http.ResponseWriter) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		panic(http.ErrAbortHandler)
+	}
+	if conn, _, err := hj.Hijack(); err == nil {
+		_ = conn.Close()
+	}
 }
 
 // errmsgs are WeChat's messages for the errcodes the emulator gives.

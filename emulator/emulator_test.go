@@ -296,3 +296,23 @@ func TestConcurrentLogins(t *testing.T) {
 		t.Errorf("%d calls, %d logins with one code; want 20 and exactly 1", n, ok.Load())
 	}
 }
+
+// TestCloseAfterRead: the login is acted on (its code consumed) and the
+// connection closed with no answer; CodeArrivals counts every arrival.
+func TestCloseAfterRead(t *testing.T) {
+	e, base := newServer(t, emulator.Config{})
+	e.SetFault("/sns/jscode2session", emulator.Fault{CloseAfterRead: true, Times: 1})
+	q := url.Values{"appid": {appID}, "secret": {secret}, "js_code": {"lost-answer"}, "grant_type": {"authorization_code"}}
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get(base + "/sns/jscode2session?" + q.Encode())
+	if err == nil {
+		resp.Body.Close()
+		t.Fatal("a closed connection answered")
+	}
+	if a := login(t, base, "lost-answer"); errcode(a) != 40163 {
+		t.Errorf("the code was not consumed: %s", a.raw)
+	}
+	if n := e.CodeArrivals("lost-answer"); n != 2 {
+		t.Errorf("CodeArrivals = %d, want 2", n)
+	}
+}

@@ -77,8 +77,10 @@ type Config struct {
 	BreakerThreshold int
 	BreakerCooldown  time.Duration
 	Logger           *slog.Logger
-	// HTTPClient replaces the clients built from the settings above. It
-	// must not re-send requests by itself: login codes are single-use.
+	// HTTPClient replaces the clients built from the settings above. Login
+	// requests are made unreplayable for net/http's Transport; a client with
+	// another transport must not re-send requests by itself: login codes are
+	// single-use.
 	HTTPClient *http.Client
 	Now        func() time.Time
 }
@@ -89,10 +91,11 @@ type Client struct {
 	base *url.URL
 	cfg  Config
 	http *http.Client
-	// fresh sends single-use codes. Its connections are never reused, so
-	// net/http never silently re-sends a GET whose reused connection broke
-	// after writing: WeChat may have consumed the code already.
-	fresh *http.Client
+	// login sends single-use codes, over HTTP/1.1 connections from a pool
+	// of at most MaxConcurrent (the login slots), reused between logins.
+	// The requests it sends are never replayable (see singleUse), so
+	// net/http cannot re-send a code when a reused connection breaks.
+	login *http.Client
 	// slots bounds calls made for token holders and access_token fetches;
 	// loginSlots bounds logins, so neither kind can starve the other.
 	slots      chan struct{}
@@ -130,7 +133,7 @@ func NewClient(cfg Config) (*Client, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	hc, fresh := cfg.HTTPClient, cfg.HTTPClient
+	hc, login := cfg.HTTPClient, cfg.HTTPClient
 	if hc == nil {
 		dialer := &net.Dialer{Timeout: min(cfg.Timeout, 2*time.Second), KeepAlive: 30 * time.Second}
 		hc = &http.Client{
@@ -148,11 +151,9 @@ func NewClient(cfg Config) (*Client, error) {
 			// secrets to another host.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
-		tr := hc.Transport.(*http.Transport).Clone()
-		tr.DisableKeepAlives = true
-		fresh = &http.Client{Transport: tr, CheckRedirect: hc.CheckRedirect}
+		login = &http.Client{Transport: loginTransport(hc.Transport.(*http.Transport), cfg.MaxConcurrent), CheckRedirect: hc.CheckRedirect}
 	}
-	c := &Client{base: base, cfg: cfg, http: hc, fresh: fresh, log: log,
+	c := &Client{base: base, cfg: cfg, http: hc, login: login, log: log,
 		slots: make(chan struct{}, cfg.MaxConcurrent), loginSlots: make(chan struct{}, cfg.MaxConcurrent)}
 	threshold := uint32(cfg.BreakerThreshold)
 	c.breaker = gobreaker.NewCircuitBreaker[[]byte](gobreaker.Settings{
@@ -173,6 +174,40 @@ func NewClient(cfg Config) (*Client, error) {
 	c.tokens = tokenCache{client: c, entries: map[string]cachedToken{}}
 	return c, nil
 }
+
+// loginIdleTimeout closes pooled login connections well before WeChat's
+// own keep-alive timeout is likely to: a login sent just as WeChat closes
+// the connection fails (it cannot be re-sent), so idle connections are not
+// kept to the edge of the server's patience.
+const loginIdleTimeout = 30 * time.Second
+
+// loginTransport is base's settings for logins: HTTP/1.1 only, whose retry
+// rules singleUse defeats (HTTP/2's transport retries on its own terms), and
+// a pool of at most size connections, reused between logins.
+func loginTransport(base *http.Transport, size int) *http.Transport {
+	tr := base.Clone()
+	tr.ForceAttemptHTTP2 = false
+	tr.Protocols = new(http.Protocols)
+	tr.Protocols.SetHTTP1(true)
+	tr.MaxConnsPerHost = size
+	tr.MaxIdleConns = size
+	tr.MaxIdleConnsPerHost = size
+	tr.IdleConnTimeout = loginIdleTimeout
+	return tr
+}
+
+// singleUse is the body of every login request. net/http's Transport re-sends
+// a request on a new connection when a reused one fails, but only when the
+// request is replayable (Request.isReplayable: no body, http.NoBody, or a
+// GetBody to rewind it, or when nothing was written and the body is empty
+// or rewindable: persistConn.shouldRetryRequest). A non-nil body without
+// GetBody is neither, so a login is sent at most once whatever happens to the
+// connection. It is empty: the transport reads the EOF before writing, so
+// the GET goes out with no body and no Transfer-Encoding.
+type singleUse struct{}
+
+func (singleUse) Read([]byte) (int, error) { return 0, io.EOF }
+func (singleUse) Close() error             { return nil }
 
 // Code2Session exchanges a wx.login() code for the user's identity. The
 // code is single-use, so it is sent exactly once and never retried.
@@ -347,7 +382,8 @@ func (c *Client) roundTrip(ctx context.Context, op, method, path string, q url.V
 	req.Header.Set("Accept", "application/json")
 	hc := c.http
 	if op == OpCode2Session {
-		hc = c.fresh
+		hc = c.login
+		req.Body = singleUse{}
 	}
 	resp, err := hc.Do(req)
 	if err != nil {

@@ -2,12 +2,18 @@ package wechat_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,12 +36,30 @@ type world struct {
 	emu    *emulator.Emulator
 	client *wechat.Client
 	logs   *syncbuf.Buffer
+	url    string
+	// conns counts the connections the emulator accepted.
+	conns *atomic.Int32
+	// bodied counts GETs that arrived with a body or Transfer-Encoding.
+	bodied *atomic.Int32
 }
 
 func newWorld(t *testing.T, tweak func(*wechat.Config)) *world {
 	t.Helper()
 	emu := emulator.New(emulator.Config{Apps: map[string]string{appID: appSecret}, UnionID: true})
-	ts := httptest.NewServer(emu)
+	bodied := &atomic.Int32{}
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && (r.ContentLength != 0 || len(r.TransferEncoding) > 0) {
+			bodied.Add(1)
+		}
+		emu.ServeHTTP(rw, r)
+	}))
+	conns := &atomic.Int32{}
+	ts.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	ts.Start()
 	t.Cleanup(ts.Close)
 	logs := &syncbuf.Buffer{}
 	cfg := wechat.Config{
@@ -55,7 +79,7 @@ func newWorld(t *testing.T, tweak func(*wechat.Config)) *world {
 			t.Error("the appsecret reached the logs")
 		}
 	})
-	return &world{emu: emu, client: c, logs: logs}
+	return &world{emu: emu, client: c, logs: logs, url: ts.URL, conns: conns, bodied: bodied}
 }
 
 func TestCode2Session(t *testing.T) {
@@ -379,22 +403,105 @@ func TestNewClientRejectsBadBaseURL(t *testing.T) {
 	}
 }
 
-// TestCode2SessionNeverResends: when WeChat drops the connection after the
-// request went out, the code is not sent again (net/http would silently
-// retry a GET on a reused connection; WeChat may have consumed the code).
-func TestCode2SessionNeverResends(t *testing.T) {
-	w := newWorld(t, nil)
-	ctx := context.Background()
-	if _, err := w.client.Code2Session(ctx, app, "warm-up"); err != nil {
-		t.Fatal(err)
+// TestLoginsReuseABoundedPool: logins reuse connections, and never open
+// more than the pool (the login slots, MaxConcurrent) holds.
+func TestLoginsReuseABoundedPool(t *testing.T) {
+	const pool, logins = 4, 1000
+	w := newWorld(t, func(c *wechat.Config) { c.MaxConcurrent = pool; c.Timeout = 5 * time.Second })
+	var wg sync.WaitGroup
+	for g := range pool {
+		wg.Go(func() {
+			for i := range logins / pool {
+				if _, err := w.client.Code2Session(context.Background(), app, fmt.Sprintf("pool-%d-%d", g, i)); err != nil {
+					t.Errorf("login %d/%d: %v", g, i, err)
+					return
+				}
+			}
+		})
 	}
-	w.emu.SetFault("/sns/jscode2session", emulator.Fault{Reset: true, Times: 1})
-	_, err := w.client.Code2Session(ctx, app, "dropped")
-	var ue *wechat.UpstreamError
-	if !errors.As(err, &ue) || ue.Kind != wechat.Unreachable {
-		t.Fatalf("err = %v, want Unreachable", err)
+	wg.Wait()
+	if n := w.emu.Calls("/sns/jscode2session"); n != logins {
+		t.Fatalf("WeChat saw %d logins, want %d", n, logins)
 	}
-	if n := w.emu.Calls("/sns/jscode2session"); n != 2 {
-		t.Errorf("WeChat received the code %d times in all, want 2 (warm-up + one try)", n)
+	if n := w.conns.Load(); n < 1 || n > pool {
+		t.Errorf("%d logins opened %d connections, want 1..%d", logins, n, pool)
+	}
+	// The unreplayable body never reaches the wire.
+	if n := w.bodied.Load(); n != 0 {
+		t.Errorf("%d login GETs carried a body or Transfer-Encoding", n)
+	}
+}
+
+// TestLoginNeverResentOnReusedConnection: WeChat reads a login from a reused
+// connection, then closes it (cleanly, or with a reset) without answering.
+// net/http re-sends a replayable GET in exactly that case; the login must
+// instead fail at once as an upstream error, the code having reached WeChat
+// once. The control shows a plain keep-alive client re-sending in the same
+// setup, so the test would fail if logins were replayable.
+func TestLoginNeverResentOnReusedConnection(t *testing.T) {
+	tests := []struct {
+		name  string
+		fault emulator.Fault
+		// consumed: WeChat used the code before the connection went.
+		consumed bool
+	}{
+		{"consumed, then closed", emulator.Fault{CloseAfterRead: true, Times: 1}, true},
+		{"reset after read", emulator.Fault{Reset: true, Times: 1}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, func(c *wechat.Config) { c.Timeout = 5 * time.Second })
+			ctx := context.Background()
+			if _, err := w.client.Code2Session(ctx, app, "warm-up"); err != nil {
+				t.Fatal(err)
+			}
+			w.emu.SetFault("/sns/jscode2session", tc.fault)
+			_, err := w.client.Code2Session(ctx, app, "dropped")
+			var ue *wechat.UpstreamError
+			if !errors.As(err, &ue) || ue.Kind != wechat.Unreachable {
+				t.Fatalf("err = %v, want Unreachable", err)
+			}
+			if n := w.emu.CodeArrivals("dropped"); n != 1 {
+				t.Errorf("the code reached WeChat %d times, want 1", n)
+			}
+			if n := w.conns.Load(); n != 1 {
+				t.Errorf("%d connections, want 1 (the warm-up's, reused, and no second try)", n)
+			}
+			// The pool recovers: the next login opens a new connection.
+			if _, err := w.client.Code2Session(ctx, app, "after"); err != nil {
+				t.Errorf("login after the dropped one: %v", err)
+			}
+
+			// Control: a plain keep-alive client, same setup, re-sends.
+			plain := &http.Client{Transport: &http.Transport{}, Timeout: 5 * time.Second}
+			defer plain.CloseIdleConnections()
+			get := func(code string) (int, error) {
+				q := url.Values{"appid": {appID}, "secret": {appSecret}, "js_code": {code}, "grant_type": {"authorization_code"}}
+				resp, err := plain.Get(w.url + "/sns/jscode2session?" + q.Encode())
+				if err != nil {
+					return 0, err
+				}
+				defer resp.Body.Close()
+				var ans struct{ Errcode int }
+				err = json.NewDecoder(resp.Body).Decode(&ans)
+				return ans.Errcode, err
+			}
+			if _, err := get("plain-warm-up"); err != nil {
+				t.Fatal(err)
+			}
+			w.emu.SetFault("/sns/jscode2session", tc.fault)
+			errcode, err := get("plain-dropped")
+			if err != nil {
+				t.Fatalf("plain client: %v (it did not re-send)", err)
+			}
+			if n := w.emu.CodeArrivals("plain-dropped"); n != 2 {
+				t.Errorf("plain client: the code arrived %d times, want 2 (the control must re-send)", n)
+			}
+			// Where WeChat had consumed the code, the user gets "code been
+			// used" for a login WeChat accepted.
+			if tc.consumed && errcode != wechat.CodeCodeUsed {
+				t.Errorf("plain client: errcode %d, want 40163", errcode)
+			}
+		})
 	}
 }
