@@ -64,6 +64,9 @@ type Fault struct {
 	// PassThrough answers normally after Hang. A Hang alone, without it,
 	// closes the connection with no answer.
 	PassThrough bool
+	// HeaderBytes answers normally, but with an extra header this many
+	// bytes long, as a broken or hostile server might.
+	HeaderBytes int
 	// Watermark answers normally, but phone numbers carry this appid in
 	// their watermark, as data made for another app would.
 	Watermark string
@@ -262,6 +265,9 @@ func (e *Emulator) applyFault(w http.ResponseWriter, r *http.Request, f Fault) b
 	case f.Errcode != 0:
 		e.fail(w, r, f.Errcode)
 		return false
+	case f.HeaderBytes > 0:
+		w.Header().Set("X-Padding", strings.Repeat("a", f.HeaderBytes))
+		return true
 	case f.PassThrough, f.Watermark != "":
 		return true
 	default: // a hang alone: no answer at all

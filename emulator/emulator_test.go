@@ -237,6 +237,13 @@ func TestFaults(t *testing.T) {
 				t.Error("a hang answered within the client timeout")
 			}
 		}},
+		{"huge header", emulator.Fault{HeaderBytes: 64 << 10}, func(t *testing.T, resp *http.Response, err error) {
+			var m map[string]any
+			_ = json.NewDecoder(resp.Body).Decode(&m)
+			if len(resp.Header.Get("X-Padding")) != 64<<10 || m["openid"] == nil {
+				t.Errorf("header of %d bytes, answer %v", len(resp.Header.Get("X-Padding")), m)
+			}
+		}},
 		{"slow but answers", emulator.Fault{Hang: 50 * time.Millisecond, PassThrough: true}, func(t *testing.T, resp *http.Response, err error) {
 			var m map[string]any
 			_ = json.NewDecoder(resp.Body).Decode(&m)

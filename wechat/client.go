@@ -34,6 +34,10 @@ const (
 // hundred bytes, so a huge body is a fault, not data.
 const maxAnswerBytes = 64 << 10
 
+// maxHeaderBytes bounds an answer's status line and headers, which WeChat
+// keeps to a few hundred bytes; net/http's default would read 10 MB.
+const maxHeaderBytes = 8 << 10
+
 // Credentials are one mini program's appid and appsecret. They are looked
 // up per request, so one deployment can serve several mini programs.
 type Credentials struct {
@@ -138,14 +142,15 @@ func NewClient(cfg Config) (*Client, error) {
 		dialer := &net.Dialer{Timeout: min(cfg.Timeout, 2*time.Second), KeepAlive: 30 * time.Second}
 		hc = &http.Client{
 			Transport: &http.Transport{
-				Proxy:                 http.ProxyFromEnvironment,
-				DialContext:           dialer.DialContext,
-				TLSHandshakeTimeout:   min(cfg.Timeout, 5*time.Second),
-				ResponseHeaderTimeout: cfg.Timeout,
-				MaxIdleConns:          cfg.MaxConcurrent,
-				MaxIdleConnsPerHost:   cfg.MaxConcurrent,
-				IdleConnTimeout:       90 * time.Second,
-				ForceAttemptHTTP2:     true,
+				Proxy:                  http.ProxyFromEnvironment,
+				DialContext:            dialer.DialContext,
+				TLSHandshakeTimeout:    min(cfg.Timeout, 5*time.Second),
+				ResponseHeaderTimeout:  cfg.Timeout,
+				MaxIdleConns:           cfg.MaxConcurrent,
+				MaxIdleConnsPerHost:    cfg.MaxConcurrent,
+				IdleConnTimeout:        90 * time.Second,
+				MaxResponseHeaderBytes: maxHeaderBytes,
+				ForceAttemptHTTP2:      true,
 			},
 			// WeChat never redirects; following one could send the query's
 			// secrets to another host.

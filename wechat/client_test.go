@@ -118,6 +118,7 @@ func TestCode2SessionErrors(t *testing.T) {
 		{name: "hang", code: "c", app: app, fault: &emulator.Fault{Hang: 2 * time.Second}, kind: wechat.Timeout},
 		{name: "reset", code: "c", app: app, fault: &emulator.Fault{Reset: true}, kind: wechat.Unreachable},
 		{name: "errcode fault", code: "c", app: app, fault: &emulator.Fault{Errcode: 40029}, errno: 40029},
+		{name: "huge header", code: "c", app: app, fault: &emulator.Fault{HeaderBytes: 1 << 20}, kind: wechat.Unreachable},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -148,6 +149,26 @@ func TestCode2SessionErrors(t *testing.T) {
 				t.Errorf("jscode2session called %d times, want 1", n)
 			}
 		})
+	}
+}
+
+// TestHeaderCapLeavesRoomForRealAnswers: the response header cap refuses
+// megabytes, not the kilobyte a proxy in front of WeChat might add.
+func TestHeaderCapLeavesRoomForRealAnswers(t *testing.T) {
+	w := newWorld(t, nil)
+	w.emu.SetFault("/sns/jscode2session", emulator.Fault{HeaderBytes: 2 << 10})
+	if _, err := w.client.Code2Session(context.Background(), app, "padded"); err != nil {
+		t.Fatalf("a 2 KiB header: %v", err)
+	}
+	w.emu.SetFault("/cgi-bin/stable_token", emulator.Fault{HeaderBytes: 1 << 20})
+	s, err := w.client.Code2Session(context.Background(), app, "holder")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = w.client.CheckSession(context.Background(), app, s.OpenID, s.SessionKey)
+	var ue *wechat.UpstreamError
+	if !errors.As(err, &ue) || ue.Op != wechat.OpStableToken {
+		t.Fatalf("a 1 MiB header on stable_token: %v, want an UpstreamError", err)
 	}
 }
 
