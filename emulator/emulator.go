@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -64,6 +65,13 @@ type Fault struct {
 	// PassThrough answers normally after Hang. A Hang alone, without it,
 	// closes the connection with no answer.
 	PassThrough bool
+	// EchoStatus answers a malformed status line made of the request's
+	// query string and body, as a broken proxy might: a client's parse
+	// error then quotes the request's secrets.
+	EchoStatus bool
+	// EchoErrmsg answers errcode -1 whose errmsg is the request's query
+	// string and body.
+	EchoErrmsg bool
 	// HeaderBytes answers normally, but with an extra header this many
 	// bytes long, as a broken or hostile server might.
 	HeaderBytes int
@@ -265,6 +273,12 @@ func (e *Emulator) applyFault(w http.ResponseWriter, r *http.Request, f Fault) b
 	case f.Errcode != 0:
 		e.fail(w, r, f.Errcode)
 		return false
+	case f.EchoStatus:
+		echoStatus(w, r)
+		return false
+	case f.EchoErrmsg:
+		writeJSON(w, map[string]any{"errcode": -1, "errmsg": echo(r)})
+		return false
 	case f.HeaderBytes > 0:
 		w.Header().Set("X-Padding", strings.Repeat("a", f.HeaderBytes))
 		return true
@@ -289,6 +303,28 @@ func reset(w http.ResponseWriter) {
 		_ = tc.SetLinger(0)
 	}
 	_ = conn.Close()
+}
+
+// echo is the request's query string and body, joined by '&'.
+func echo(r *http.Request) string {
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<16))
+	return r.URL.RawQuery + "&" + string(body)
+}
+
+// echoStatus answers a status line that is echo(r) instead of a status code.
+func echoStatus(w http.ResponseWriter, r *http.Request) {
+	line := strings.NewReplacer("\r", "", "\n", "", " ", "").Replace(echo(r))
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		panic(http.ErrAbortHandler)
+	}
+	conn, buf, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	_, _ = fmt.Fprintf(buf, "HTTP/1.1 %s\r\nContent-Length: 0\r\n\r\n", line)
+	_ = buf.Flush()
 }
 
 // discard is a ResponseWriter whose answer nobody receives.

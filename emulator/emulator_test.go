@@ -244,6 +244,18 @@ func TestFaults(t *testing.T) {
 				t.Errorf("header of %d bytes, answer %v", len(resp.Header.Get("X-Padding")), m)
 			}
 		}},
+		{"echo status", emulator.Fault{EchoStatus: true}, func(t *testing.T, resp *http.Response, err error) {
+			if err == nil || !strings.Contains(err.Error(), "secret="+secret) {
+				t.Errorf("err = %v, want a malformed status line quoting the query", err)
+			}
+		}},
+		{"echo errmsg", emulator.Fault{EchoErrmsg: true}, func(t *testing.T, resp *http.Response, err error) {
+			var m map[string]any
+			_ = json.NewDecoder(resp.Body).Decode(&m)
+			if msg, _ := m["errmsg"].(string); m["errcode"] != float64(-1) || !strings.Contains(msg, "secret="+secret) {
+				t.Errorf("answer %v", m)
+			}
+		}},
 		{"slow but answers", emulator.Fault{Hang: 50 * time.Millisecond, PassThrough: true}, func(t *testing.T, resp *http.Response, err error) {
 			var m map[string]any
 			_ = json.NewDecoder(resp.Body).Decode(&m)

@@ -91,6 +91,7 @@ func (t *tokenCache) fetch(ctx context.Context, app Credentials) (cachedToken, e
 	if err != nil {
 		return cachedToken{}, err
 	}
+	hide := newRedactor(app.Secret.Reveal())
 	var lastErr error
 	for attempt := 0; attempt < tokenFetchAttempts; attempt++ {
 		if attempt > 0 {
@@ -103,7 +104,7 @@ func (t *tokenCache) fetch(ctx context.Context, app Credentials) (cachedToken, e
 			ExpiresIn   int64         `json:"expires_in"`
 			errAnswer
 		}
-		err := t.client.call(ctx, OpStableToken, http.MethodPost, "/cgi-bin/stable_token", url.Values{}, body, &ans)
+		err := t.client.call(ctx, OpStableToken, http.MethodPost, "/cgi-bin/stable_token", url.Values{}, body, &ans, hide)
 		if err == nil {
 			if ans.AccessToken.Empty() || ans.ExpiresIn <= 0 {
 				return cachedToken{}, &UpstreamError{Op: OpStableToken, Kind: BadAnswer, Err: errors.New("answer lacks access_token or expires_in")}

@@ -229,7 +229,8 @@ func (c *Client) Code2Session(ctx context.Context, app Credentials, code string)
 		SessionKey secret.String `json:"session_key"`
 		errAnswer
 	}
-	if err := c.call(ctx, OpCode2Session, http.MethodGet, "/sns/jscode2session", q, nil, &ans); err != nil {
+	hide := newRedactor(app.Secret.Reveal(), code)
+	if err := c.call(ctx, OpCode2Session, http.MethodGet, "/sns/jscode2session", q, nil, &ans, hide); err != nil {
 		c.logConfigFault(err, app)
 		return Session{}, err
 	}
@@ -254,7 +255,7 @@ func (c *Client) PhoneNumber(ctx context.Context, app Credentials, code, openid 
 	err = c.withAccessToken(ctx, app, func(tok string) error {
 		ans.PhoneInfo = nil
 		return c.call(ctx, OpPhoneNumber, http.MethodPost, "/wxa/business/getuserphonenumber",
-			url.Values{"access_token": {tok}}, body, &ans)
+			url.Values{"access_token": {tok}}, body, &ans, newRedactor(tok, code))
 	})
 	if err != nil {
 		return PhoneInfo{}, err
@@ -274,7 +275,7 @@ func (c *Client) CheckSession(ctx context.Context, app Credentials, openid strin
 	err := c.withAccessToken(ctx, app, func(tok string) error {
 		return c.call(ctx, OpCheckSession, http.MethodGet, "/wxa/checksession", url.Values{
 			"access_token": {tok}, "signature": {sig}, "openid": {openid}, "sig_method": {"hmac_sha256"},
-		}, nil, &ans)
+		}, nil, &ans, newRedactor(tok, sig))
 	})
 	var ae *APIError
 	if errors.As(err, &ae) && ae.Code == CodeInvalidSignature {
@@ -303,8 +304,10 @@ type apiAnswer interface{ apiError(op string) error }
 
 // call makes one request to WeChat and decodes its JSON answer into out.
 // It takes a slot (or fails fast), goes through the circuit breaker, and
-// bounds the whole exchange by the configured timeout.
-func (c *Client) call(ctx context.Context, op, method, path string, q url.Values, body []byte, out apiAnswer) error {
+// bounds the whole exchange by the configured timeout. Whatever WeChat's
+// answer puts into the error (a parse error quoting its status line, an
+// errmsg) has hide's values replaced before it is logged or returned.
+func (c *Client) call(ctx context.Context, op, method, path string, q url.Values, body []byte, out apiAnswer, hide redactor) error {
 	pool := c.slots
 	if op == OpCode2Session {
 		pool = c.loginSlots
@@ -325,6 +328,7 @@ func (c *Client) call(ctx context.Context, op, method, path string, q url.Values
 		return &UpstreamError{Op: op, Kind: CircuitOpen, RetryAfter: c.cfg.BreakerCooldown, Err: errors.New("recent calls failed")}
 	}
 	if err != nil {
+		err = hide.upstream(err)
 		c.log.WarnContext(ctx, "wechat call failed", "op", op, "err", err.Error(), "duration", c.cfg.Now().Sub(start).String())
 		return err
 	}
@@ -335,6 +339,7 @@ func (c *Client) call(ctx context.Context, op, method, path string, q url.Values
 	if apiErr != nil {
 		var ae *APIError
 		errors.As(apiErr, &ae)
+		ae.Msg = hide.String(ae.Msg)
 		c.log.DebugContext(ctx, "wechat call", "op", op, "errcode", ae.Code, "duration", c.cfg.Now().Sub(start).String())
 		return apiErr
 	}
@@ -424,6 +429,54 @@ func transportError(ctx context.Context, op string, err error) error {
 		err = ue.Err
 	}
 	return &UpstreamError{Op: op, Kind: Unreachable, Err: errors.New(redactURLs(err.Error()))}
+}
+
+// redactor replaces a request's secret values (appsecret, access_token,
+// code) wherever they appear in text WeChat's answer put into an error:
+// raw, query-escaped and JSON-escaped, the forms an echo of the request
+// carries. Matching by value, not by shape, catches a query string echoed
+// without its "?" as a status line or an errmsg.
+type redactor []string
+
+// minRedacted is the shortest value redacted: what WeChat issues is longer
+// (appsecrets are 32 characters, codes 32, access_tokens over 100), and
+// replacing a short value everywhere would garble messages.
+const minRedacted = 8
+
+func newRedactor(values ...string) redactor {
+	var r redactor
+	for _, v := range values {
+		if len(v) < minRedacted {
+			continue
+		}
+		js, _ := json.Marshal(v)
+		r = append(r, v, url.QueryEscape(v), string(js[1:len(js)-1]))
+	}
+	return r
+}
+
+// String is s with every hidden value replaced.
+func (r redactor) String(s string) string {
+	for _, v := range r {
+		s = strings.ReplaceAll(s, v, "[redacted]")
+	}
+	return s
+}
+
+// upstream redacts the cause of an UpstreamError, keeping its type and
+// kind; other errors carry no text from WeChat.
+func (r redactor) upstream(err error) error {
+	var ue *UpstreamError
+	if !errors.As(err, &ue) || ue.Err == nil {
+		return err
+	}
+	msg := ue.Err.Error()
+	if red := r.String(msg); red != msg {
+		cp := *ue
+		cp.Err = errors.New(red)
+		return &cp
+	}
+	return err
 }
 
 // redactURLs drops anything that looks like a URL from a message.

@@ -526,3 +526,83 @@ func TestLoginNeverResentOnReusedConnection(t *testing.T) {
 		})
 	}
 }
+
+// TestUpstreamEchoesAreRedacted: an upstream that echoes the request (its
+// query string and body, holding the appsecret, code or access_token) as a
+// malformed status line or as errmsg never gets those values into an
+// error or a log line.
+func TestUpstreamEchoesAreRedacted(t *testing.T) {
+	const code = "code-0123456789abcdef"
+	tests := []struct {
+		name  string
+		path  string
+		fault emulator.Fault
+	}{
+		{"login status line", "/sns/jscode2session", emulator.Fault{EchoStatus: true}},
+		{"login errmsg", "/sns/jscode2session", emulator.Fault{EchoErrmsg: true}},
+		{"stable_token status line", "/cgi-bin/stable_token", emulator.Fault{EchoStatus: true}},
+		{"stable_token errmsg", "/cgi-bin/stable_token", emulator.Fault{EchoErrmsg: true}},
+		{"checksession status line", "/wxa/checksession", emulator.Fault{EchoStatus: true}},
+		{"checksession errmsg", "/wxa/checksession", emulator.Fault{EchoErrmsg: true}},
+		{"phone status line", "/wxa/business/getuserphonenumber", emulator.Fault{EchoStatus: true}},
+		{"phone errmsg", "/wxa/business/getuserphonenumber", emulator.Fault{EchoErrmsg: true}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, func(c *wechat.Config) { c.BreakerThreshold = 100 })
+			ctx := context.Background()
+			s, err := w.client.Code2Session(ctx, app, "holder-0123456789")
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.emu.SetFault(tc.path, tc.fault)
+			switch tc.path {
+			case "/sns/jscode2session":
+				_, err = w.client.Code2Session(ctx, app, code)
+			case "/wxa/business/getuserphonenumber":
+				_, err = w.client.PhoneNumber(ctx, app, code, s.OpenID)
+			default:
+				_, err = w.client.CheckSession(ctx, app, s.OpenID, s.SessionKey)
+			}
+			if err == nil {
+				t.Fatal("no error")
+			}
+			var ue *wechat.UpstreamError
+			var ae *wechat.APIError
+			if !errors.As(err, &ue) && !errors.As(err, &ae) {
+				t.Errorf("err = %T %v, want a typed WeChat error", err, err)
+			}
+			w.emu.SetFault(tc.path, emulator.Fault{})
+			tok := currentAccessToken(t, w.url)
+			text := err.Error() + "\n" + w.logs.String()
+			for name, v := range map[string]string{"appsecret": appSecret, "access_token": tok, "code": code} {
+				if strings.Contains(text, v) {
+					t.Errorf("the %s reached the error or logs:\n%s", name, text)
+				}
+			}
+			// The echo did reach the client: the test is not vacuous.
+			if !strings.Contains(text, "[redacted]") {
+				t.Errorf("nothing was redacted; did the fault echo?\n%s", text)
+			}
+		})
+	}
+}
+
+// currentAccessToken asks the emulator's stable_token (normal mode answers
+// the token already issued).
+func currentAccessToken(t *testing.T, base string) string {
+	t.Helper()
+	body := `{"grant_type":"client_credential","appid":"` + appID + `","secret":"` + appSecret + `"}`
+	resp, err := http.Post(base+"/cgi-bin/stable_token", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ans struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&ans); err != nil || ans.AccessToken == "" {
+		t.Fatalf("stable_token: %v %+v", err, ans)
+	}
+	return ans.AccessToken
+}
