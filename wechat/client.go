@@ -235,10 +235,40 @@ func (c *Client) Code2Session(ctx context.Context, app Credentials, code string)
 		return Session{}, err
 	}
 	sk := ans.SessionKey
-	if ans.OpenID == "" || !ValidSessionKey(sk) {
-		return Session{}, &UpstreamError{Op: OpCode2Session, Kind: BadAnswer, Err: errors.New("answer lacks openid or a valid session_key")}
+	var bad string
+	switch {
+	case !validID(ans.OpenID):
+		bad = "openid is not 1 to 64 characters of A-Z a-z 0-9 _ -"
+	case ans.UnionID != "" && !validID(ans.UnionID):
+		bad = "unionid is not 1 to 64 characters of A-Z a-z 0-9 _ -"
+	case !ValidSessionKey(sk):
+		bad = "session_key is not base64 of 16 bytes"
+	}
+	if bad != "" {
+		return Session{}, &UpstreamError{Op: OpCode2Session, Kind: BadAnswer, Err: errors.New(bad)}
 	}
 	return Session{OpenID: ans.OpenID, UnionID: ans.UnionID, SessionKey: sk}, nil
+}
+
+// maxIDLen bounds openids and unionids. WeChat's are 28 characters; the
+// bound leaves room for a change of format while keeping a token small
+// enough that the service accepts it back.
+const maxIDLen = 64
+
+// validID reports whether id looks like a WeChat openid or unionid: 1 to
+// maxIDLen characters of the URL-safe base64 alphabet. Anything else is a
+// faulty answer, and would make a token the service itself refuses.
+func validID(id string) bool {
+	if id == "" || len(id) > maxIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // PhoneNumber redeems a getPhoneNumber button code. openid makes WeChat

@@ -606,3 +606,51 @@ func currentAccessToken(t *testing.T, base string) string {
 	}
 	return ans.AccessToken
 }
+
+// TestCode2SessionValidatesTheAnswer: a login answer whose openid, unionid or
+// session_key is not what WeChat gives is a BadAnswer, not a session: a
+// 5,000-character openid would make a token the service refuses on use.
+func TestCode2SessionValidatesTheAnswer(t *testing.T) {
+	const goodSK = "BBBBBBBBBBBBBBBBBBBBBB=="
+	tests := []struct {
+		name                string
+		openid, unionid, sk string
+		ok                  bool
+	}{
+		{"wechat's shape", "oAbC-_0123456789abcdefghijkl", "uAbC-_0123456789abcdefghijkl", goodSK, true},
+		{"one character", "o", "", goodSK, true},
+		{"64 characters", strings.Repeat("o", 64), "", goodSK, true},
+		{"empty openid", "", "", goodSK, false},
+		{"65-character openid", strings.Repeat("o", 65), "", goodSK, false},
+		{"5000-character openid", strings.Repeat("o", 5000), "", goodSK, false},
+		{"openid with a dot", "oAbC.0123456789abcdefghijkl", "", goodSK, false},
+		{"openid with a space", "oAbC 0123456789abcdefghijkl", "", goodSK, false},
+		{"openid with non-ASCII", "oAbCé0123456789abcdefghijk", "", goodSK, false},
+		{"5000-character unionid", "oAbC", strings.Repeat("u", 5000), goodSK, false},
+		{"unionid with a slash", "oAbC", "u/AbC", goodSK, false},
+		{"session_key of 15 bytes", "oAbC", "", "BBBBBBBBBBBBBBBBBBBB", false},
+		{"session_key of 17 bytes", "oAbC", "", "BBBBBBBBBBBBBBBBBBBBBBA=", false},
+		{"session_key with a line break", "oAbC", "", "BBBBBBBBBBBB\nBBBBBBBBBB==", false},
+		{"session_key not base64", "oAbC", "", "!!!!!!!!!!!!!!!!!!!!!!==", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, nil)
+			w.emu.PresetLogin("preset", tc.openid, tc.unionid, tc.sk)
+			s, err := w.client.Code2Session(context.Background(), app, "preset")
+			if tc.ok {
+				if err != nil || s.OpenID != tc.openid {
+					t.Fatalf("Code2Session = %+v, %v", s, err)
+				}
+				return
+			}
+			var ue *wechat.UpstreamError
+			if !errors.As(err, &ue) || ue.Kind != wechat.BadAnswer {
+				t.Fatalf("err = %v, want BadAnswer", err)
+			}
+			if tc.openid != "" && strings.Contains(err.Error(), tc.openid) || tc.unionid != "" && strings.Contains(err.Error(), tc.unionid) {
+				t.Errorf("the error quotes the answer: %v", err)
+			}
+		})
+	}
+}
