@@ -72,6 +72,8 @@ type Fault struct {
 	// EchoErrmsg answers errcode -1 whose errmsg is the request's query
 	// string and body.
 	EchoErrmsg bool
+	// ExpiresIn answers stable_token normally, but with this expires_in.
+	ExpiresIn int64
 	// HeaderBytes answers normally, but with an extra header this many
 	// bytes long, as a broken or hostile server might.
 	HeaderBytes int
@@ -227,7 +229,7 @@ func (e *Emulator) route(w http.ResponseWriter, r *http.Request, fault Fault) {
 	case path == "/sns/jscode2session" && r.Method == http.MethodGet:
 		e.code2Session(w, r)
 	case path == "/cgi-bin/stable_token" && r.Method == http.MethodPost:
-		e.stableToken(w, r)
+		e.stableToken(w, r, fault.ExpiresIn)
 	case path == "/cgi-bin/token" && r.Method == http.MethodGet:
 		e.legacyToken(w, r)
 	case path == "/wxa/business/getuserphonenumber" && r.Method == http.MethodPost:
@@ -282,7 +284,7 @@ func (e *Emulator) applyFault(w http.ResponseWriter, r *http.Request, f Fault) b
 	case f.HeaderBytes > 0:
 		w.Header().Set("X-Padding", strings.Repeat("a", f.HeaderBytes))
 		return true
-	case f.PassThrough, f.Watermark != "":
+	case f.PassThrough, f.Watermark != "", f.ExpiresIn != 0:
 		return true
 	default: // a hang alone: no answer at all
 		reset(w)
@@ -450,7 +452,7 @@ func (e *Emulator) code2Session(w http.ResponseWriter, r *http.Request) {
 	e.ok(w, r, ans)
 }
 
-func (e *Emulator) stableToken(w http.ResponseWriter, r *http.Request) {
+func (e *Emulator) stableToken(w http.ResponseWriter, r *http.Request, expiresIn int64) {
 	var req struct {
 		GrantType    string `json:"grant_type"`
 		AppID        string `json:"appid"`
@@ -470,7 +472,7 @@ func (e *Emulator) stableToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok, left := e.issueToken(req.AppID, req.ForceRefresh)
-	e.ok(w, r, map[string]any{"access_token": tok, "expires_in": int(left.Seconds())})
+	e.ok(w, r, map[string]any{"access_token": tok, "expires_in": cmp.Or(expiresIn, int64(left.Seconds()))})
 }
 
 // legacyToken is /cgi-bin/token: it always issues a new token, invalidating

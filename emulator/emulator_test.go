@@ -335,3 +335,15 @@ func TestCloseAfterRead(t *testing.T) {
 		t.Errorf("CodeArrivals = %d, want 2", n)
 	}
 }
+
+func TestExpiresInFault(t *testing.T) {
+	e, base := newServer(t, emulator.Config{})
+	e.SetFault("/cgi-bin/stable_token", emulator.Fault{ExpiresIn: 1 << 40, Times: 1})
+	a := stableToken(t, base, false)
+	if a.body["expires_in"] != float64(1<<40) || a.body["access_token"] == nil {
+		t.Errorf("answer %s", a.raw)
+	}
+	if b := stableToken(t, base, false); b.body["expires_in"].(float64) > 7200 || b.body["access_token"] != a.body["access_token"] {
+		t.Errorf("after the fault: %s", b.raw)
+	}
+}

@@ -24,6 +24,10 @@ const (
 	// tokenMargin is how long before WeChat's expiry a cached token is
 	// replaced; WeChat's answers always have at least 300 s left.
 	tokenMargin = time.Minute
+	// maxTokenLife is the longest expires_in WeChat documents. A larger
+	// answer is clamped: in seconds it could overflow time.Duration and
+	// leave a token that is never cached.
+	maxTokenLife = 7200 * time.Second
 )
 
 type cachedToken struct {
@@ -109,7 +113,7 @@ func (t *tokenCache) fetch(ctx context.Context, app Credentials) (cachedToken, e
 			if ans.AccessToken.Empty() || ans.ExpiresIn <= 0 {
 				return cachedToken{}, &UpstreamError{Op: OpStableToken, Kind: BadAnswer, Err: errors.New("answer lacks access_token or expires_in")}
 			}
-			life := time.Duration(ans.ExpiresIn) * time.Second
+			life := time.Duration(min(ans.ExpiresIn, int64(maxTokenLife/time.Second))) * time.Second
 			return cachedToken{value: ans.AccessToken, refreshAt: t.client.cfg.Now().Add(life - min(tokenMargin, life/5))}, nil
 		}
 		lastErr = err

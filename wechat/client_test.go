@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -650,6 +651,41 @@ func TestCode2SessionValidatesTheAnswer(t *testing.T) {
 			}
 			if tc.openid != "" && strings.Contains(err.Error(), tc.openid) || tc.unionid != "" && strings.Contains(err.Error(), tc.unionid) {
 				t.Errorf("the error quotes the answer: %v", err)
+			}
+		})
+	}
+}
+
+// TestHugeExpiresInStillCaches: an expires_in past WeChat's documented 7200 s
+// (here one that overflows time.Duration) is clamped to 7200 s: the token is
+// cached, and replaced before 7200 s have passed.
+func TestHugeExpiresInStillCaches(t *testing.T) {
+	for _, expiresIn := range []int64{math.MaxInt64, 1 << 40, 10 * 86400} {
+		t.Run(strconv.FormatInt(expiresIn, 10), func(t *testing.T) {
+			var offset atomic.Int64
+			w := newWorld(t, func(c *wechat.Config) {
+				c.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+			})
+			w.emu.SetFault("/cgi-bin/stable_token", emulator.Fault{ExpiresIn: expiresIn})
+			ctx := context.Background()
+			s, err := w.client.Code2Session(ctx, app, "holder")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 3 {
+				if _, err := w.client.CheckSession(ctx, app, s.OpenID, s.SessionKey); err != nil {
+					t.Fatalf("call %d: %v", i, err)
+				}
+			}
+			if n := w.emu.Calls("/cgi-bin/stable_token"); n != 1 {
+				t.Fatalf("stable_token called %d times for 3 calls, want 1 (cached)", n)
+			}
+			offset.Store(int64(7200 * time.Second))
+			if _, err := w.client.CheckSession(ctx, app, s.OpenID, s.SessionKey); err != nil {
+				t.Fatal(err)
+			}
+			if n := w.emu.Calls("/cgi-bin/stable_token"); n != 2 {
+				t.Errorf("stable_token called %d times after 7200 s, want 2 (refreshed)", n)
 			}
 		})
 	}
