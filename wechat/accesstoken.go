@@ -30,6 +30,12 @@ const (
 	maxTokenLife = 7200 * time.Second
 )
 
+// tokenFetchBudget bounds one access_token fetch, its retries included,
+// when each request may take timeout.
+func tokenFetchBudget(timeout time.Duration) time.Duration {
+	return tokenFetchAttempts * timeout
+}
+
 type cachedToken struct {
 	value     secret.String
 	refreshAt time.Time
@@ -54,7 +60,7 @@ func (t *tokenCache) get(ctx context.Context, app Credentials) (string, error) {
 	}
 	ch := t.group.DoChan(app.AppID, func() (any, error) {
 		// The fetch serves every waiter, so one caller going away must not cancel it.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*t.client.cfg.Timeout)
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tokenFetchBudget(t.client.cfg.Timeout))
 		defer cancel()
 		v, err := t.fetch(fctx, app)
 		if err != nil {

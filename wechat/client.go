@@ -22,6 +22,19 @@ import (
 // DefaultBaseURL is WeChat's API host.
 const DefaultBaseURL = "https://api.weixin.qq.com"
 
+// MaxCallTime is the longest one Client method (a login, a phone number, a
+// session check) may take when each request to WeChat may take timeout
+// (Config.Timeout; 0 means DefaultTimeout): an access_token fetch with its
+// retries, bounded by tokenFetchBudget, and 5 s for the call it serves.
+// Callers bound a request's WeChat work by it instead of mirroring the
+// retry policy.
+func MaxCallTime(timeout time.Duration) time.Duration {
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	return tokenFetchBudget(timeout) + 5*time.Second
+}
+
 // Defaults for Config's zero values.
 const (
 	DefaultTimeout          = 5 * time.Second
@@ -525,7 +538,7 @@ func redactURLs(s string) string {
 func (c *Client) logConfigFault(err error, app Credentials) {
 	var ae *APIError
 	if errors.As(err, &ae) && (ae.Code == CodeInvalidAppID || ae.Code == CodeInvalidAppSecret) {
-		c.log.Error("WeChat refused the app credentials: check WECHAT_APPID and WECHAT_SECRET",
+		c.log.Error("WeChat refused the app credentials: check the appid and appsecret configured for it",
 			"op", ae.Op, "appid", app.AppID, "errcode", ae.Code)
 	}
 }
