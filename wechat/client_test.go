@@ -690,3 +690,33 @@ func TestHugeExpiresInStillCaches(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkCode2Session compares logins over the pooled connections with
+// logins that each open a connection, as before keep-alive was safe.
+func BenchmarkCode2Session(b *testing.B) {
+	for _, mode := range []string{"pooled", "connection per login"} {
+		b.Run(mode, func(b *testing.B) {
+			emu := emulator.New(emulator.Config{Apps: map[string]string{appID: appSecret}})
+			ts := httptest.NewServer(emu)
+			defer ts.Close()
+			cfg := wechat.Config{BaseURL: ts.URL, Timeout: 5 * time.Second}
+			if mode != "pooled" {
+				cfg.HTTPClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+			}
+			c, err := wechat.NewClient(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var n atomic.Int64
+			b.SetParallelism(4)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := c.Code2Session(context.Background(), app, "bench-"+strconv.FormatInt(n.Add(1), 10)); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
