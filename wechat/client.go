@@ -220,8 +220,10 @@ func loginTransport(base *http.Transport, size int) *http.Transport {
 // GetBody to rewind it, or when nothing was written and the body is empty
 // or rewindable: persistConn.shouldRetryRequest). A non-nil body without
 // GetBody is neither, so a login is sent at most once whatever happens to the
-// connection. It is empty: the transport reads the EOF before writing, so
-// the GET goes out with no body and no Transfer-Encoding.
+// connection. The request's TransferEncoding is "identity", which
+// Request.Write documents as sending the body unframed instead of chunked;
+// the body being empty, the GET goes out exactly as one without a body
+// (no Content-Length, no Transfer-Encoding, no bytes after the headers).
 type singleUse struct{}
 
 func (singleUse) Read([]byte) (int, error) { return 0, io.EOF }
@@ -437,6 +439,7 @@ func (c *Client) roundTrip(ctx context.Context, op, method, path string, q url.V
 	if op == OpCode2Session {
 		hc = c.login
 		req.Body = singleUse{}
+		req.TransferEncoding = []string{"identity"}
 	}
 	resp, err := hc.Do(req)
 	if err != nil {

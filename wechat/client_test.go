@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,8 +40,6 @@ type world struct {
 	client *wechat.Client
 	logs   *syncbuf.Buffer
 	url    string
-	// conns counts the connections the emulator accepted.
-	conns *atomic.Int32
 	// bodied counts GETs that arrived with a body or Transfer-Encoding.
 	bodied *atomic.Int32
 }
@@ -54,12 +54,6 @@ func newWorld(t *testing.T, tweak func(*wechat.Config)) *world {
 		}
 		emu.ServeHTTP(rw, r)
 	}))
-	conns := &atomic.Int32{}
-	ts.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
 	ts.Start()
 	t.Cleanup(ts.Close)
 	logs := &syncbuf.Buffer{}
@@ -80,7 +74,7 @@ func newWorld(t *testing.T, tweak func(*wechat.Config)) *world {
 			t.Error("the appsecret reached the logs")
 		}
 	})
-	return &world{emu: emu, client: c, logs: logs, url: ts.URL, conns: conns, bodied: bodied}
+	return &world{emu: emu, client: c, logs: logs, url: ts.URL, bodied: bodied}
 }
 
 func TestCode2Session(t *testing.T) {
@@ -425,11 +419,27 @@ func TestNewClientRejectsBadBaseURL(t *testing.T) {
 	}
 }
 
-// TestLoginsReuseABoundedPool: logins reuse connections, and never open
-// more than the pool (the login slots, MaxConcurrent) holds.
+// TestLoginsReuseABoundedPool: logins reuse connections, and never have
+// more open than the pool (the login slots, MaxConcurrent) holds. Open
+// connections are counted on the client's side, from dial to Close: the
+// server sees a close only when it next reads.
 func TestLoginsReuseABoundedPool(t *testing.T) {
 	const pool, logins = 4, 1000
 	w := newWorld(t, func(c *wechat.Config) { c.MaxConcurrent = pool; c.Timeout = 5 * time.Second })
+	var dialed, open, peak atomic.Int32
+	tr := wechat.LoginTransport(w.client)
+	dial := tr.DialContext
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		dialed.Add(1)
+		n := open.Add(1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		return &countedConn{Conn: conn, open: &open}, nil
+	}
 	var wg sync.WaitGroup
 	for g := range pool {
 		wg.Go(func() {
@@ -445,13 +455,76 @@ func TestLoginsReuseABoundedPool(t *testing.T) {
 	if n := w.emu.Calls("/sns/jscode2session"); n != logins {
 		t.Fatalf("WeChat saw %d logins, want %d", n, logins)
 	}
-	if n := w.conns.Load(); n < 1 || n > pool {
-		t.Errorf("%d logins opened %d connections, want 1..%d", logins, n, pool)
+	if n := peak.Load(); n < 1 || n > pool {
+		t.Errorf("%d logins had %d connections open at once, want 1..%d", logins, n, pool)
 	}
+	// net/http drops a connection whose request write it saw finish more
+	// than 50 ms after the answer (maxWriteWaitBeforeConnReuse), which a
+	// loaded machine can cause; otherwise every connection is reused.
+	if n := dialed.Load(); n > logins/10 {
+		t.Errorf("%d logins dialed %d connections: connections are not reused", logins, n)
+	}
+	t.Logf("%d logins: %d connections dialed, at most %d open at once", logins, dialed.Load(), peak.Load())
 	// The unreplayable body never reaches the wire.
 	if n := w.bodied.Load(); n != 0 {
 		t.Errorf("%d login GETs carried a body or Transfer-Encoding", n)
 	}
+}
+
+// countedConn takes itself off a count of open connections when closed.
+type countedConn struct {
+	net.Conn
+	open *atomic.Int32
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.open.Add(-1) })
+	return c.Conn.Close()
+}
+
+// attempts traces the connections one request goes out on: one entry per
+// try, true where the connection was a reused one.
+type attempts struct {
+	mu    sync.Mutex
+	tries []bool
+}
+
+func (a *attempts) ctx() context.Context {
+	return httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		GotConn: func(i httptrace.GotConnInfo) {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			a.tries = append(a.tries, i.Reused)
+		},
+	})
+}
+
+func (a *attempts) get() []bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.tries)
+}
+
+// onReusedConnection runs warm (which leaves a connection idle) then try with
+// fault set, until try's first attempt went out on a reused connection: net/http
+// may drop a connection instead of pooling it on a loaded machine. It returns
+// the attempts of that run and the code it used.
+func onReusedConnection(t *testing.T, w *world, fault emulator.Fault, warm func(code string), try func(ctx context.Context, code string)) ([]bool, string) {
+	t.Helper()
+	for i := range 20 {
+		warm(fmt.Sprintf("warm-%d", i))
+		w.emu.SetFault("/sns/jscode2session", fault)
+		var a attempts
+		code := fmt.Sprintf("dropped-%d", i)
+		try(a.ctx(), code)
+		w.emu.SetFault("/sns/jscode2session", emulator.Fault{})
+		if tries := a.get(); len(tries) > 0 && tries[0] {
+			return tries, code
+		}
+	}
+	t.Fatal("no login went out on a reused connection in 20 tries")
+	return nil, ""
 }
 
 // TestLoginNeverResentOnReusedConnection: WeChat reads a login from a reused
@@ -473,33 +546,39 @@ func TestLoginNeverResentOnReusedConnection(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t, func(c *wechat.Config) { c.Timeout = 5 * time.Second })
-			ctx := context.Background()
-			if _, err := w.client.Code2Session(ctx, app, "warm-up"); err != nil {
-				t.Fatal(err)
-			}
-			w.emu.SetFault("/sns/jscode2session", tc.fault)
-			_, err := w.client.Code2Session(ctx, app, "dropped")
+			var err error
+			tries, code := onReusedConnection(t, w, tc.fault,
+				func(code string) {
+					if _, err := w.client.Code2Session(context.Background(), app, code); err != nil {
+						t.Fatal(err)
+					}
+				},
+				func(ctx context.Context, code string) { _, err = w.client.Code2Session(ctx, app, code) })
 			var ue *wechat.UpstreamError
 			if !errors.As(err, &ue) || ue.Kind != wechat.Unreachable {
 				t.Fatalf("err = %v, want Unreachable", err)
 			}
-			if n := w.emu.CodeArrivals("dropped"); n != 1 {
+			if len(tries) != 1 {
+				t.Errorf("the login went out %d times (reused: %v), want once", len(tries), tries)
+			}
+			if n := w.emu.CodeArrivals(code); n != 1 {
 				t.Errorf("the code reached WeChat %d times, want 1", n)
 			}
-			if n := w.conns.Load(); n != 1 {
-				t.Errorf("%d connections, want 1 (the warm-up's, reused, and no second try)", n)
-			}
-			// The pool recovers: the next login opens a new connection.
-			if _, err := w.client.Code2Session(ctx, app, "after"); err != nil {
+			// The pool recovers.
+			if _, err := w.client.Code2Session(context.Background(), app, "after"); err != nil {
 				t.Errorf("login after the dropped one: %v", err)
 			}
 
 			// Control: a plain keep-alive client, same setup, re-sends.
 			plain := &http.Client{Transport: &http.Transport{}, Timeout: 5 * time.Second}
 			defer plain.CloseIdleConnections()
-			get := func(code string) (int, error) {
+			get := func(ctx context.Context, code string) (int, error) {
 				q := url.Values{"appid": {appID}, "secret": {appSecret}, "js_code": {code}, "grant_type": {"authorization_code"}}
-				resp, err := plain.Get(w.url + "/sns/jscode2session?" + q.Encode())
+				req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.url+"/sns/jscode2session?"+q.Encode(), nil)
+				if err != nil {
+					return 0, err
+				}
+				resp, err := plain.Do(req)
 				if err != nil {
 					return 0, err
 				}
@@ -508,16 +587,19 @@ func TestLoginNeverResentOnReusedConnection(t *testing.T) {
 				err = json.NewDecoder(resp.Body).Decode(&ans)
 				return ans.Errcode, err
 			}
-			if _, err := get("plain-warm-up"); err != nil {
-				t.Fatal(err)
-			}
-			w.emu.SetFault("/sns/jscode2session", tc.fault)
-			errcode, err := get("plain-dropped")
+			var errcode int
+			tries, code = onReusedConnection(t, w, tc.fault,
+				func(code string) {
+					if _, err := get(context.Background(), "plain-"+code); err != nil {
+						t.Fatal(err)
+					}
+				},
+				func(ctx context.Context, c string) { errcode, err = get(ctx, "plain-"+c) })
 			if err != nil {
 				t.Fatalf("plain client: %v (it did not re-send)", err)
 			}
-			if n := w.emu.CodeArrivals("plain-dropped"); n != 2 {
-				t.Errorf("plain client: the code arrived %d times, want 2 (the control must re-send)", n)
+			if n := w.emu.CodeArrivals("plain-" + code); n != 2 || len(tries) != 2 {
+				t.Errorf("plain client: the code arrived %d times in %d tries, want 2 (the control must re-send)", n, len(tries))
 			}
 			// Where WeChat had consumed the code, the user gets "code been
 			// used" for a login WeChat accepted.
