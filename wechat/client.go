@@ -484,15 +484,17 @@ func transportError(ctx context.Context, op string, err error) error {
 // without its "?" as a status line or an errmsg.
 type redactor []string
 
-// minRedacted is the shortest value redacted: what WeChat issues is longer
-// (appsecrets are 32 characters, codes 32, access_tokens over 100), and
-// replacing a short value everywhere would garble messages.
+// minRedacted is the shortest code redacted. Codes come from callers, and
+// one could send a short word to blank it out of every message; WeChat's
+// codes are 32 characters.
 const minRedacted = 8
 
-func newRedactor(values ...string) redactor {
+// newRedactor hides secret (the appsecret or an access_token) and the
+// caller's codes that are at least minRedacted long.
+func newRedactor(secret string, codes ...string) redactor {
 	var r redactor
-	for _, v := range values {
-		if len(v) < minRedacted {
+	for i, v := range append([]string{secret}, codes...) {
+		if v == "" || (i > 0 && len(v) < minRedacted) {
 			continue
 		}
 		js, _ := json.Marshal(v)
