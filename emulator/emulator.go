@@ -4,7 +4,9 @@
 // labelled Content-Type: text/plain, HTTP 200 with a non-zero errcode for
 // errors, single-use login codes, one current session_key per user, a
 // stable access_token in normal mode. Faults (hangs, garbage, 5xx, resets,
-// errcodes) can be switched on per path to test how callers cope.
+// connections closed after the request was acted on, echoes of the request,
+// huge headers, errcodes, odd expires_in) can be switched on per path to
+// test how callers cope.
 package emulator
 
 import (
