@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/wxtoken/wxtoken/secret"
+	"github.com/wxtoken/wxtoken/wechat"
 )
 
 // Defaults that README's configuration table documents.
@@ -104,7 +105,7 @@ func (c *config) writeTimeout() time.Duration {
 // requestTimeout bounds the WeChat work of one request, counted once its
 // body is read: room for an access_token fetch with its retries and the
 // call it serves, and no more.
-func (c *config) requestTimeout() time.Duration { return 3*c.WeChatTimeout + 5*time.Second }
+func (c *config) requestTimeout() time.Duration { return wechat.MaxCallTime(c.WeChatTimeout) }
 
 // loadConfig reads the environment. Every problem is collected, so the
 // operator sees all of them at once instead of one per restart.

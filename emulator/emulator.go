@@ -4,7 +4,9 @@
 // labelled Content-Type: text/plain, HTTP 200 with a non-zero errcode for
 // errors, single-use login codes, one current session_key per user, a
 // stable access_token in normal mode. Faults (hangs, garbage, 5xx, resets,
-// errcodes) can be switched on per path to test how callers cope.
+// connections closed after the request was acted on, echoes of the request,
+// huge headers, errcodes, odd expires_in) can be switched on per path to
+// test how callers cope.
 package emulator
 
 import (
@@ -17,6 +19,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -50,6 +53,12 @@ type Fault struct {
 	HTTPStatus int
 	// Reset closes the TCP connection abruptly, with no answer.
 	Reset bool
+	// CloseAfterRead acts on the request (a login consumes its code), then
+	// closes the connection cleanly (FIN, not RST) without answering: WeChat
+	// accepted the login but the answer was lost, as when a server's
+	// keep-alive timeout fires while a request arrives on a reused
+	// connection. A client cannot tell whether the code was consumed.
+	CloseAfterRead bool
 	// Errcode answers {"errcode": Errcode}.
 	Errcode int
 	// Times is how many requests the fault hits; 0 means every request
@@ -58,6 +67,18 @@ type Fault struct {
 	// PassThrough answers normally after Hang. A Hang alone, without it,
 	// closes the connection with no answer.
 	PassThrough bool
+	// EchoStatus answers a malformed status line made of the request's
+	// query string and body, as a broken proxy might: a client's parse
+	// error then quotes the request's secrets.
+	EchoStatus bool
+	// EchoErrmsg answers errcode -1 whose errmsg is the request's query
+	// string and body.
+	EchoErrmsg bool
+	// ExpiresIn answers stable_token normally, but with this expires_in.
+	ExpiresIn int64
+	// HeaderBytes answers normally, but with an extra header this many
+	// bytes long, as a broken or hostile server might.
+	HeaderBytes int
 	// Watermark answers normally, but phone numbers carry this appid in
 	// their watermark, as data made for another app would.
 	Watermark string
@@ -89,6 +110,7 @@ type Emulator struct {
 	current   map[string]string       // appid -> current token
 	faults    map[string]*Fault
 	calls     map[string]int
+	arrivals  map[string]int // js_code -> times it reached jscode2session
 }
 
 type preset struct{ openid, unionid, sessionKey string }
@@ -113,7 +135,7 @@ func New(cfg Config) *Emulator {
 		cfg: cfg, log: log,
 		users: map[string]*user{}, usedCodes: map[string]bool{}, usedPhone: map[string]bool{},
 		presets: map[string]preset{}, tokens: map[string]*accessToken{}, current: map[string]string{},
-		faults: map[string]*Fault{}, calls: map[string]int{},
+		faults: map[string]*Fault{}, calls: map[string]int{}, arrivals: map[string]int{},
 	}
 }
 
@@ -143,6 +165,14 @@ func (e *Emulator) Calls(path string) int {
 	return e.calls[path]
 }
 
+// CodeArrivals counts the requests to jscode2session that carried code,
+// faulted ones included: a code that arrives twice was sent twice.
+func (e *Emulator) CodeArrivals(code string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.arrivals[code]
+}
+
 // ExpireAccessTokens makes every access_token issued so far answer 42001,
 // as when WeChat's token ran out; the next stable_token issues a new one.
 func (e *Emulator) ExpireAccessTokens() {
@@ -167,8 +197,15 @@ func (e *Emulator) CurrentSessionKey(appid, openid string) string {
 // ServeHTTP answers one WeChat API call.
 func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
+	var code string
+	if path == "/sns/jscode2session" {
+		code = r.URL.Query().Get("js_code")
+	}
 	e.mu.Lock()
 	e.calls[path]++
+	if code != "" {
+		e.arrivals[code]++
+	}
 	var fault Fault
 	if f, ok := e.faults[path]; ok {
 		fault = *f
@@ -184,11 +221,17 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !fault.zero() && !e.applyFault(w, r, fault) {
 		return
 	}
+	e.route(w, r, fault)
+}
+
+// route answers r as WeChat would.
+func (e *Emulator) route(w http.ResponseWriter, r *http.Request, fault Fault) {
+	path := r.URL.Path
 	switch {
 	case path == "/sns/jscode2session" && r.Method == http.MethodGet:
 		e.code2Session(w, r)
 	case path == "/cgi-bin/stable_token" && r.Method == http.MethodPost:
-		e.stableToken(w, r)
+		e.stableToken(w, r, fault.ExpiresIn)
 	case path == "/cgi-bin/token" && r.Method == http.MethodGet:
 		e.legacyToken(w, r)
 	case path == "/wxa/business/getuserphonenumber" && r.Method == http.MethodPost:
@@ -218,6 +261,10 @@ func (e *Emulator) applyFault(w http.ResponseWriter, r *http.Request, f Fault) b
 	case f.Reset:
 		reset(w)
 		return false
+	case f.CloseAfterRead:
+		e.route(discard{header: http.Header{}}, r, Fault{})
+		closeConn(w)
+		return false
 	case f.Garbage:
 		w.Header().Set("Content-Type", "text/html")
 		fmt.Fprint(w, "<html><body>502 Bad Gateway (tengine)</body></html>")
@@ -230,7 +277,16 @@ func (e *Emulator) applyFault(w http.ResponseWriter, r *http.Request, f Fault) b
 	case f.Errcode != 0:
 		e.fail(w, r, f.Errcode)
 		return false
-	case f.PassThrough, f.Watermark != "":
+	case f.EchoStatus:
+		echoStatus(w, r)
+		return false
+	case f.EchoErrmsg:
+		writeJSON(w, map[string]any{"errcode": -1, "errmsg": echo(r)})
+		return false
+	case f.HeaderBytes > 0:
+		w.Header().Set("X-Padding", strings.Repeat("a", f.HeaderBytes))
+		return true
+	case f.PassThrough, f.Watermark != "", f.ExpiresIn != 0:
 		return true
 	default: // a hang alone: no answer at all
 		reset(w)
@@ -251,6 +307,46 @@ func reset(w http.ResponseWriter) {
 		_ = tc.SetLinger(0)
 	}
 	_ = conn.Close()
+}
+
+// echo is the request's query string and body, joined by '&'.
+func echo(r *http.Request) string {
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<16))
+	return r.URL.RawQuery + "&" + string(body)
+}
+
+// echoStatus answers a status line that is echo(r) instead of a status code.
+func echoStatus(w http.ResponseWriter, r *http.Request) {
+	line := strings.NewReplacer("\r", "", "\n", "", " ", "").Replace(echo(r))
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		panic(http.ErrAbortHandler)
+	}
+	conn, buf, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	_, _ = fmt.Fprintf(buf, "HTTP/1.1 %s\r\nContent-Length: 0\r\n\r\n", line)
+	_ = buf.Flush()
+}
+
+// discard is a ResponseWriter whose answer nobody receives.
+type discard struct{ header http.Header }
+
+func (d discard) Header() http.Header       { return d.header }
+func (discard) Write(b []byte) (int, error) { return len(b), nil }
+func (discard) WriteHeader(int)             {}
+
+// closeConn closes the client's connection cleanly, with no answer.
+func closeConn(w http.ResponseWriter) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		panic(http.ErrAbortHandler)
+	}
+	if conn, _, err := hj.Hijack(); err == nil {
+		_ = conn.Close()
+	}
 }
 
 // errmsgs are WeChat's messages for the errcodes the emulator gives.
@@ -358,7 +454,7 @@ func (e *Emulator) code2Session(w http.ResponseWriter, r *http.Request) {
 	e.ok(w, r, ans)
 }
 
-func (e *Emulator) stableToken(w http.ResponseWriter, r *http.Request) {
+func (e *Emulator) stableToken(w http.ResponseWriter, r *http.Request, expiresIn int64) {
 	var req struct {
 		GrantType    string `json:"grant_type"`
 		AppID        string `json:"appid"`
@@ -378,7 +474,7 @@ func (e *Emulator) stableToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok, left := e.issueToken(req.AppID, req.ForceRefresh)
-	e.ok(w, r, map[string]any{"access_token": tok, "expires_in": int(left.Seconds())})
+	e.ok(w, r, map[string]any{"access_token": tok, "expires_in": cmp.Or(expiresIn, int64(left.Seconds()))})
 }
 
 // legacyToken is /cgi-bin/token: it always issues a new token, invalidating

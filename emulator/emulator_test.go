@@ -237,6 +237,25 @@ func TestFaults(t *testing.T) {
 				t.Error("a hang answered within the client timeout")
 			}
 		}},
+		{"huge header", emulator.Fault{HeaderBytes: 64 << 10}, func(t *testing.T, resp *http.Response, err error) {
+			var m map[string]any
+			_ = json.NewDecoder(resp.Body).Decode(&m)
+			if len(resp.Header.Get("X-Padding")) != 64<<10 || m["openid"] == nil {
+				t.Errorf("header of %d bytes, answer %v", len(resp.Header.Get("X-Padding")), m)
+			}
+		}},
+		{"echo status", emulator.Fault{EchoStatus: true}, func(t *testing.T, resp *http.Response, err error) {
+			if err == nil || !strings.Contains(err.Error(), "secret="+secret) {
+				t.Errorf("err = %v, want a malformed status line quoting the query", err)
+			}
+		}},
+		{"echo errmsg", emulator.Fault{EchoErrmsg: true}, func(t *testing.T, resp *http.Response, err error) {
+			var m map[string]any
+			_ = json.NewDecoder(resp.Body).Decode(&m)
+			if msg, _ := m["errmsg"].(string); m["errcode"] != float64(-1) || !strings.Contains(msg, "secret="+secret) {
+				t.Errorf("answer %v", m)
+			}
+		}},
 		{"slow but answers", emulator.Fault{Hang: 50 * time.Millisecond, PassThrough: true}, func(t *testing.T, resp *http.Response, err error) {
 			var m map[string]any
 			_ = json.NewDecoder(resp.Body).Decode(&m)
@@ -294,5 +313,37 @@ func TestConcurrentLogins(t *testing.T) {
 	wg.Wait()
 	if n := e.Calls("/sns/jscode2session"); n != 20 || ok.Load() != 1 {
 		t.Errorf("%d calls, %d logins with one code; want 20 and exactly 1", n, ok.Load())
+	}
+}
+
+// TestCloseAfterRead: the login is acted on (its code consumed) and the
+// connection closed with no answer; CodeArrivals counts every arrival.
+func TestCloseAfterRead(t *testing.T) {
+	e, base := newServer(t, emulator.Config{})
+	e.SetFault("/sns/jscode2session", emulator.Fault{CloseAfterRead: true, Times: 1})
+	q := url.Values{"appid": {appID}, "secret": {secret}, "js_code": {"lost-answer"}, "grant_type": {"authorization_code"}}
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get(base + "/sns/jscode2session?" + q.Encode())
+	if err == nil {
+		resp.Body.Close()
+		t.Fatal("a closed connection answered")
+	}
+	if a := login(t, base, "lost-answer"); errcode(a) != 40163 {
+		t.Errorf("the code was not consumed: %s", a.raw)
+	}
+	if n := e.CodeArrivals("lost-answer"); n != 2 {
+		t.Errorf("CodeArrivals = %d, want 2", n)
+	}
+}
+
+func TestExpiresInFault(t *testing.T) {
+	e, base := newServer(t, emulator.Config{})
+	e.SetFault("/cgi-bin/stable_token", emulator.Fault{ExpiresIn: 1 << 40, Times: 1})
+	a := stableToken(t, base, false)
+	if a.body["expires_in"] != float64(1<<40) || a.body["access_token"] == nil {
+		t.Errorf("answer %s", a.raw)
+	}
+	if b := stableToken(t, base, false); b.body["expires_in"].(float64) > 7200 || b.body["access_token"] != a.body["access_token"] {
+		t.Errorf("after the fault: %s", b.raw)
 	}
 }

@@ -168,20 +168,20 @@ func invalidToken(err error) *Problem {
 func apiProblem(e *wechat.APIError) *Problem {
 	var p *Problem
 	switch e.Code {
-	case 40029:
+	case wechat.CodeInvalidCode:
 		p = kindInvalidCode.problemf("WeChat rejected the code (errcode 40029: invalid code): it is wrong, expired (a code lives about 5 minutes) or belongs to another appid.")
 		if e.Op == wechat.OpPhoneNumber {
 			p.Detail = "WeChat rejected the phone code (errcode 40029: invalid code). Send the code from the getPhoneNumber button's event (e.detail.code), not a wx.login() code; each phone code is single-use and lives 5 minutes."
 		}
-	case 40163:
+	case wechat.CodeCodeUsed:
 		p = kindInvalidCode.problem("WeChat rejected the code (errcode 40163: code already used). Each wx.login() code is single-use: call wx.login() again.")
-	case 40226:
+	case wechat.CodeHighRisk:
 		p = kindLoginBlocked.problem("WeChat refused this user's login (errcode 40226: high-risk user).")
-	case 45011:
+	case wechat.CodeRateLimited:
 		p = kindUpstreamLimited.problem("WeChat's rate limit was reached (errcode 45011). Retry later.").withRetryAfter(60 * time.Second)
-	case -1:
+	case wechat.CodeBusy:
 		p = kindUpstreamBusy.problem("WeChat is busy (errcode -1). Retry shortly.").withRetryAfter(time.Second)
-	case 40013, 40125:
+	case wechat.CodeInvalidAppID, wechat.CodeInvalidAppSecret:
 		p = kindUpstreamBad.problemf("WeChat refused the service's app credentials (errcode %d). This is a configuration fault on the server, not the caller's.", e.Code)
 	default:
 		p = kindUpstreamBad.problemf("WeChat answered errcode %d.", e.Code)

@@ -24,7 +24,17 @@ const (
 	// tokenMargin is how long before WeChat's expiry a cached token is
 	// replaced; WeChat's answers always have at least 300 s left.
 	tokenMargin = time.Minute
+	// maxTokenLife is the longest expires_in WeChat documents. A larger
+	// answer is clamped: in seconds it could overflow time.Duration and
+	// leave a token that is never cached.
+	maxTokenLife = 7200 * time.Second
 )
+
+// tokenFetchBudget bounds one access_token fetch, its retries included,
+// when each request may take timeout.
+func tokenFetchBudget(timeout time.Duration) time.Duration {
+	return tokenFetchAttempts * timeout
+}
 
 type cachedToken struct {
 	value     secret.String
@@ -50,7 +60,7 @@ func (t *tokenCache) get(ctx context.Context, app Credentials) (string, error) {
 	}
 	ch := t.group.DoChan(app.AppID, func() (any, error) {
 		// The fetch serves every waiter, so one caller going away must not cancel it.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*t.client.cfg.Timeout)
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tokenFetchBudget(t.client.cfg.Timeout))
 		defer cancel()
 		v, err := t.fetch(fctx, app)
 		if err != nil {
@@ -91,6 +101,7 @@ func (t *tokenCache) fetch(ctx context.Context, app Credentials) (cachedToken, e
 	if err != nil {
 		return cachedToken{}, err
 	}
+	hide := newRedactor(app.Secret.Reveal())
 	var lastErr error
 	for attempt := 0; attempt < tokenFetchAttempts; attempt++ {
 		if attempt > 0 {
@@ -103,12 +114,12 @@ func (t *tokenCache) fetch(ctx context.Context, app Credentials) (cachedToken, e
 			ExpiresIn   int64         `json:"expires_in"`
 			errAnswer
 		}
-		err := t.client.call(ctx, OpStableToken, http.MethodPost, "/cgi-bin/stable_token", url.Values{}, body, &ans)
+		err := t.client.call(ctx, OpStableToken, http.MethodPost, "/cgi-bin/stable_token", url.Values{}, body, &ans, hide)
 		if err == nil {
 			if ans.AccessToken.Empty() || ans.ExpiresIn <= 0 {
 				return cachedToken{}, &UpstreamError{Op: OpStableToken, Kind: BadAnswer, Err: errors.New("answer lacks access_token or expires_in")}
 			}
-			life := time.Duration(ans.ExpiresIn) * time.Second
+			life := time.Duration(min(ans.ExpiresIn, int64(maxTokenLife/time.Second))) * time.Second
 			return cachedToken{value: ans.AccessToken, refreshAt: t.client.cfg.Now().Add(life - min(tokenMargin, life/5))}, nil
 		}
 		lastErr = err

@@ -22,6 +22,19 @@ import (
 // DefaultBaseURL is WeChat's API host.
 const DefaultBaseURL = "https://api.weixin.qq.com"
 
+// MaxCallTime is the longest one Client method (a login, a phone number, a
+// session check) may take when each request to WeChat may take timeout
+// (Config.Timeout; 0 means DefaultTimeout): an access_token fetch with its
+// retries, bounded by tokenFetchBudget, and 5 s for the call it serves.
+// Callers bound a request's WeChat work by it instead of mirroring the
+// retry policy.
+func MaxCallTime(timeout time.Duration) time.Duration {
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	return tokenFetchBudget(timeout) + 5*time.Second
+}
+
 // Defaults for Config's zero values.
 const (
 	DefaultTimeout          = 5 * time.Second
@@ -33,6 +46,10 @@ const (
 // maxAnswerBytes bounds what is read of an answer: WeChat's are a few
 // hundred bytes, so a huge body is a fault, not data.
 const maxAnswerBytes = 64 << 10
+
+// maxHeaderBytes bounds an answer's status line and headers, which WeChat
+// keeps to a few hundred bytes; net/http's default would read 10 MB.
+const maxHeaderBytes = 8 << 10
 
 // Credentials are one mini program's appid and appsecret. They are looked
 // up per request, so one deployment can serve several mini programs.
@@ -77,8 +94,10 @@ type Config struct {
 	BreakerThreshold int
 	BreakerCooldown  time.Duration
 	Logger           *slog.Logger
-	// HTTPClient replaces the clients built from the settings above. It
-	// must not re-send requests by itself: login codes are single-use.
+	// HTTPClient replaces the clients built from the settings above. Login
+	// requests are made unreplayable for net/http's Transport; a client with
+	// another transport must not re-send requests by itself: login codes are
+	// single-use.
 	HTTPClient *http.Client
 	Now        func() time.Time
 }
@@ -89,10 +108,11 @@ type Client struct {
 	base *url.URL
 	cfg  Config
 	http *http.Client
-	// fresh sends single-use codes. Its connections are never reused, so
-	// net/http never silently re-sends a GET whose reused connection broke
-	// after writing: WeChat may have consumed the code already.
-	fresh *http.Client
+	// login sends single-use codes, over HTTP/1.1 connections from a pool
+	// of at most MaxConcurrent (the login slots), reused between logins.
+	// The requests it sends are never replayable (see singleUse), so
+	// net/http cannot re-send a code when a reused connection breaks.
+	login *http.Client
 	// slots bounds calls made for token holders and access_token fetches;
 	// loginSlots bounds logins, so neither kind can starve the other.
 	slots      chan struct{}
@@ -130,29 +150,28 @@ func NewClient(cfg Config) (*Client, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	hc, fresh := cfg.HTTPClient, cfg.HTTPClient
+	hc, login := cfg.HTTPClient, cfg.HTTPClient
 	if hc == nil {
 		dialer := &net.Dialer{Timeout: min(cfg.Timeout, 2*time.Second), KeepAlive: 30 * time.Second}
 		hc = &http.Client{
 			Transport: &http.Transport{
-				Proxy:                 http.ProxyFromEnvironment,
-				DialContext:           dialer.DialContext,
-				TLSHandshakeTimeout:   min(cfg.Timeout, 5*time.Second),
-				ResponseHeaderTimeout: cfg.Timeout,
-				MaxIdleConns:          cfg.MaxConcurrent,
-				MaxIdleConnsPerHost:   cfg.MaxConcurrent,
-				IdleConnTimeout:       90 * time.Second,
-				ForceAttemptHTTP2:     true,
+				Proxy:                  http.ProxyFromEnvironment,
+				DialContext:            dialer.DialContext,
+				TLSHandshakeTimeout:    min(cfg.Timeout, 5*time.Second),
+				ResponseHeaderTimeout:  cfg.Timeout,
+				MaxIdleConns:           cfg.MaxConcurrent,
+				MaxIdleConnsPerHost:    cfg.MaxConcurrent,
+				IdleConnTimeout:        90 * time.Second,
+				MaxResponseHeaderBytes: maxHeaderBytes,
+				ForceAttemptHTTP2:      true,
 			},
 			// WeChat never redirects; following one could send the query's
 			// secrets to another host.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
-		tr := hc.Transport.(*http.Transport).Clone()
-		tr.DisableKeepAlives = true
-		fresh = &http.Client{Transport: tr, CheckRedirect: hc.CheckRedirect}
+		login = &http.Client{Transport: loginTransport(hc.Transport.(*http.Transport), cfg.MaxConcurrent), CheckRedirect: hc.CheckRedirect}
 	}
-	c := &Client{base: base, cfg: cfg, http: hc, fresh: fresh, log: log,
+	c := &Client{base: base, cfg: cfg, http: hc, login: login, log: log,
 		slots: make(chan struct{}, cfg.MaxConcurrent), loginSlots: make(chan struct{}, cfg.MaxConcurrent)}
 	threshold := uint32(cfg.BreakerThreshold)
 	c.breaker = gobreaker.NewCircuitBreaker[[]byte](gobreaker.Settings{
@@ -174,6 +193,42 @@ func NewClient(cfg Config) (*Client, error) {
 	return c, nil
 }
 
+// loginIdleTimeout closes pooled login connections well before WeChat's
+// own keep-alive timeout is likely to: a login sent just as WeChat closes
+// the connection fails (it cannot be re-sent), so idle connections are not
+// kept to the edge of the server's patience.
+const loginIdleTimeout = 30 * time.Second
+
+// loginTransport is base's settings for logins: HTTP/1.1 only, whose retry
+// rules singleUse defeats (HTTP/2's transport retries on its own terms), and
+// a pool of at most size connections, reused between logins.
+func loginTransport(base *http.Transport, size int) *http.Transport {
+	tr := base.Clone()
+	tr.ForceAttemptHTTP2 = false
+	tr.Protocols = new(http.Protocols)
+	tr.Protocols.SetHTTP1(true)
+	tr.MaxConnsPerHost = size
+	tr.MaxIdleConns = size
+	tr.MaxIdleConnsPerHost = size
+	tr.IdleConnTimeout = loginIdleTimeout
+	return tr
+}
+
+// singleUse is the body of every login request. net/http's Transport re-sends
+// a request on a new connection when a reused one fails, but only when the
+// request is replayable (Request.isReplayable: no body, http.NoBody, or a
+// GetBody to rewind it, or when nothing was written and the body is empty
+// or rewindable: persistConn.shouldRetryRequest). A non-nil body without
+// GetBody is neither, so a login is sent at most once whatever happens to the
+// connection. The request's TransferEncoding is "identity", which
+// Request.Write documents as sending the body unframed instead of chunked;
+// the body being empty, the GET goes out exactly as one without a body
+// (no Content-Length, no Transfer-Encoding, no bytes after the headers).
+type singleUse struct{}
+
+func (singleUse) Read([]byte) (int, error) { return 0, io.EOF }
+func (singleUse) Close() error             { return nil }
+
 // Code2Session exchanges a wx.login() code for the user's identity. The
 // code is single-use, so it is sent exactly once and never retried.
 func (c *Client) Code2Session(ctx context.Context, app Credentials, code string) (Session, error) {
@@ -189,15 +244,46 @@ func (c *Client) Code2Session(ctx context.Context, app Credentials, code string)
 		SessionKey secret.String `json:"session_key"`
 		errAnswer
 	}
-	if err := c.call(ctx, OpCode2Session, http.MethodGet, "/sns/jscode2session", q, nil, &ans); err != nil {
+	hide := newRedactor(app.Secret.Reveal(), code)
+	if err := c.call(ctx, OpCode2Session, http.MethodGet, "/sns/jscode2session", q, nil, &ans, hide); err != nil {
 		c.logConfigFault(err, app)
 		return Session{}, err
 	}
 	sk := ans.SessionKey
-	if ans.OpenID == "" || !ValidSessionKey(sk) {
-		return Session{}, &UpstreamError{Op: OpCode2Session, Kind: BadAnswer, Err: errors.New("answer lacks openid or a valid session_key")}
+	var bad string
+	switch {
+	case !validID(ans.OpenID):
+		bad = "openid is not 1 to 64 characters of A-Z a-z 0-9 _ -"
+	case ans.UnionID != "" && !validID(ans.UnionID):
+		bad = "unionid is not 1 to 64 characters of A-Z a-z 0-9 _ -"
+	case !ValidSessionKey(sk):
+		bad = "session_key is not base64 of 16 bytes"
+	}
+	if bad != "" {
+		return Session{}, &UpstreamError{Op: OpCode2Session, Kind: BadAnswer, Err: errors.New(bad)}
 	}
 	return Session{OpenID: ans.OpenID, UnionID: ans.UnionID, SessionKey: sk}, nil
+}
+
+// maxIDLen bounds openids and unionids. WeChat's are 28 characters; the
+// bound leaves room for a change of format while keeping a token small
+// enough that the service accepts it back.
+const maxIDLen = 64
+
+// validID reports whether id looks like a WeChat openid or unionid: 1 to
+// maxIDLen characters of the URL-safe base64 alphabet. Anything else is a
+// faulty answer, and would make a token the service itself refuses.
+func validID(id string) bool {
+	if id == "" || len(id) > maxIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // PhoneNumber redeems a getPhoneNumber button code. openid makes WeChat
@@ -214,7 +300,7 @@ func (c *Client) PhoneNumber(ctx context.Context, app Credentials, code, openid 
 	err = c.withAccessToken(ctx, app, func(tok string) error {
 		ans.PhoneInfo = nil
 		return c.call(ctx, OpPhoneNumber, http.MethodPost, "/wxa/business/getuserphonenumber",
-			url.Values{"access_token": {tok}}, body, &ans)
+			url.Values{"access_token": {tok}}, body, &ans, newRedactor(tok, code))
 	})
 	if err != nil {
 		return PhoneInfo{}, err
@@ -234,7 +320,7 @@ func (c *Client) CheckSession(ctx context.Context, app Credentials, openid strin
 	err := c.withAccessToken(ctx, app, func(tok string) error {
 		return c.call(ctx, OpCheckSession, http.MethodGet, "/wxa/checksession", url.Values{
 			"access_token": {tok}, "signature": {sig}, "openid": {openid}, "sig_method": {"hmac_sha256"},
-		}, nil, &ans)
+		}, nil, &ans, newRedactor(tok, sig))
 	})
 	var ae *APIError
 	if errors.As(err, &ae) && ae.Code == CodeInvalidSignature {
@@ -263,8 +349,10 @@ type apiAnswer interface{ apiError(op string) error }
 
 // call makes one request to WeChat and decodes its JSON answer into out.
 // It takes a slot (or fails fast), goes through the circuit breaker, and
-// bounds the whole exchange by the configured timeout.
-func (c *Client) call(ctx context.Context, op, method, path string, q url.Values, body []byte, out apiAnswer) error {
+// bounds the whole exchange by the configured timeout. Whatever WeChat's
+// answer puts into the error (a parse error quoting its status line, an
+// errmsg) has hide's values replaced before it is logged or returned.
+func (c *Client) call(ctx context.Context, op, method, path string, q url.Values, body []byte, out apiAnswer, hide redactor) error {
 	pool := c.slots
 	if op == OpCode2Session {
 		pool = c.loginSlots
@@ -285,6 +373,7 @@ func (c *Client) call(ctx context.Context, op, method, path string, q url.Values
 		return &UpstreamError{Op: op, Kind: CircuitOpen, RetryAfter: c.cfg.BreakerCooldown, Err: errors.New("recent calls failed")}
 	}
 	if err != nil {
+		err = hide.upstream(err)
 		c.log.WarnContext(ctx, "wechat call failed", "op", op, "err", err.Error(), "duration", c.cfg.Now().Sub(start).String())
 		return err
 	}
@@ -295,6 +384,7 @@ func (c *Client) call(ctx context.Context, op, method, path string, q url.Values
 	if apiErr != nil {
 		var ae *APIError
 		errors.As(apiErr, &ae)
+		ae.Msg = hide.String(ae.Msg)
 		c.log.DebugContext(ctx, "wechat call", "op", op, "errcode", ae.Code, "duration", c.cfg.Now().Sub(start).String())
 		return apiErr
 	}
@@ -347,7 +437,9 @@ func (c *Client) roundTrip(ctx context.Context, op, method, path string, q url.V
 	req.Header.Set("Accept", "application/json")
 	hc := c.http
 	if op == OpCode2Session {
-		hc = c.fresh
+		hc = c.login
+		req.Body = singleUse{}
+		req.TransferEncoding = []string{"identity"}
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
@@ -385,6 +477,56 @@ func transportError(ctx context.Context, op string, err error) error {
 	return &UpstreamError{Op: op, Kind: Unreachable, Err: errors.New(redactURLs(err.Error()))}
 }
 
+// redactor replaces a request's secret values (appsecret, access_token,
+// code) wherever they appear in text WeChat's answer put into an error:
+// raw, query-escaped and JSON-escaped, the forms an echo of the request
+// carries. Matching by value, not by shape, catches a query string echoed
+// without its "?" as a status line or an errmsg.
+type redactor []string
+
+// minRedacted is the shortest code redacted. Codes come from callers, and
+// one could send a short word to blank it out of every message; WeChat's
+// codes are 32 characters.
+const minRedacted = 8
+
+// newRedactor hides secret (the appsecret or an access_token) and the
+// caller's codes that are at least minRedacted long.
+func newRedactor(secret string, codes ...string) redactor {
+	var r redactor
+	for i, v := range append([]string{secret}, codes...) {
+		if v == "" || (i > 0 && len(v) < minRedacted) {
+			continue
+		}
+		js, _ := json.Marshal(v)
+		r = append(r, v, url.QueryEscape(v), string(js[1:len(js)-1]))
+	}
+	return r
+}
+
+// String is s with every hidden value replaced.
+func (r redactor) String(s string) string {
+	for _, v := range r {
+		s = strings.ReplaceAll(s, v, "[redacted]")
+	}
+	return s
+}
+
+// upstream redacts the cause of an UpstreamError, keeping its type and
+// kind; other errors carry no text from WeChat.
+func (r redactor) upstream(err error) error {
+	var ue *UpstreamError
+	if !errors.As(err, &ue) || ue.Err == nil {
+		return err
+	}
+	msg := ue.Err.Error()
+	if red := r.String(msg); red != msg {
+		cp := *ue
+		cp.Err = errors.New(red)
+		return &cp
+	}
+	return err
+}
+
 // redactURLs drops anything that looks like a URL from a message.
 func redactURLs(s string) string {
 	fields := strings.Fields(s)
@@ -401,7 +543,7 @@ func redactURLs(s string) string {
 func (c *Client) logConfigFault(err error, app Credentials) {
 	var ae *APIError
 	if errors.As(err, &ae) && (ae.Code == CodeInvalidAppID || ae.Code == CodeInvalidAppSecret) {
-		c.log.Error("WeChat refused the app credentials: check WECHAT_APPID and WECHAT_SECRET",
+		c.log.Error("WeChat refused the app credentials: check the appid and appsecret configured for it",
 			"op", ae.Op, "appid", app.AppID, "errcode", ae.Code)
 	}
 }

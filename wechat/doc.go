@@ -3,10 +3,13 @@
 //
 // The Client exchanges login codes (jscode2session), redeems phone-number
 // codes and checks whether a session_key is still current. It bounds every
-// call (timeouts, a cap on calls in flight, a circuit breaker), retries only
-// what is safe to repeat (never a js_code, which is single-use), keeps the
-// app's access_token in memory with one refresh at a time, and never puts a
-// secret, a code or an access_token into an error or a log line.
+// call (timeouts, a cap on calls in flight, a circuit breaker, capped answer
+// headers and bodies), retries only what is safe to repeat (never a js_code,
+// which is single-use: logins reuse pooled connections, but net/http cannot
+// replay them), checks the shape of what WeChat answers, keeps the app's
+// access_token in memory with one refresh at a time, and never puts a
+// secret, a code or an access_token into an error or a log line, even when
+// an answer echoes the request.
 //
 // DecryptUserData, EncryptUserData and VerifyRawData implement WeChat's
 // AES-128-CBC user data and sha1(rawData + session_key) signatures. Every

@@ -31,7 +31,8 @@ const (
 )
 
 // APIError is WeChat answering with a non-zero errcode: WeChat is up and
-// said no. Msg is WeChat's errmsg, which never echoes the request's secrets.
+// said no. Msg is WeChat's errmsg with the request's secrets (appsecret,
+// access_token, code) replaced by value, in case an answer echoes them.
 type APIError struct {
 	Op   string
 	Code int

@@ -31,10 +31,11 @@ func sessionKeyBytes(sk secret.String) ([]byte, error) {
 }
 
 // ValidSessionKey reports whether sk has the shape WeChat gives (base64 of
-// 16 bytes), so a malformed answer is refused at login, not at first use.
+// 16 bytes: 24 characters, line breaks being none of them), so a malformed
+// answer is refused at login, not at first use.
 func ValidSessionKey(sk secret.String) bool {
 	_, err := sessionKeyBytes(sk)
-	return err == nil
+	return err == nil && len(sk.Reveal()) == base64.StdEncoding.EncodedLen(aes.BlockSize)
 }
 
 // decodeField decodes one base64 field of user data and names, exactly,
