@@ -408,12 +408,9 @@ func (d *Dir) lock() (func(), error) {
 }
 
 func (d *Dir) readManifest() (manifest, error) {
-	b, err := os.ReadFile(filepath.Join(d.path, ManifestFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		return manifest{}, fmt.Errorf("%w (%s)", ErrNoKeys, d.path)
-	}
+	b, _, err := d.readManifestFile()
 	if err != nil {
-		return manifest{}, fmt.Errorf("keys: read manifest: %w", err)
+		return manifest{}, err
 	}
 	var m manifest
 	if err := json.Unmarshal(b, &m); err != nil {

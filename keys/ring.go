@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"os"
 	"path/filepath"
 	"slices"
 	"time"
@@ -127,12 +126,9 @@ func (r *Ring) KIDs() []string { return slices.Clone(r.kids) }
 // Load reads the directory into a Ring. Retired keys past retention are
 // left out, so a server stays correct without a prune.
 func (d *Dir) Load(retention time.Duration) (*Ring, error) {
-	raw, err := os.ReadFile(filepath.Join(d.path, ManifestFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w (%s)", ErrNoKeys, d.path)
-	}
+	raw, _, err := d.readManifestFile()
 	if err != nil {
-		return nil, fmt.Errorf("keys: read manifest: %w", err)
+		return nil, err
 	}
 	return d.load(raw, retention)
 }
@@ -174,7 +170,7 @@ func (d *Dir) load(raw []byte, retention time.Duration) (*Ring, error) {
 		if e.File == "" || filepath.Base(e.File) != e.File {
 			return nil, fmt.Errorf("keys: key %s: bad file name", e.KID)
 		}
-		data, err := os.ReadFile(filepath.Join(d.path, e.File))
+		data, _, err := readCapped(filepath.Join(d.path, e.File), maxKeyFileBytes)
 		if err != nil {
 			return nil, fmt.Errorf("keys: key %s: %w", e.KID, err)
 		}

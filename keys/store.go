@@ -3,11 +3,7 @@ package keys
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
-	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -67,14 +63,9 @@ func (s *Store) reload(logRepeats bool) error {
 		if i > 0 {
 			time.Sleep(reloadBackoff)
 		}
-		raw, err = os.ReadFile(filepath.Join(s.dir.path, ManifestFile))
+		raw, _, err = s.dir.readManifestFile()
 		if err == nil {
 			r, err = s.dir.load(raw, s.retention)
-		} else if errors.Is(err, os.ErrNotExist) {
-			err = fmt.Errorf("%w (%s)", ErrNoKeys, s.dir.path)
-		} else {
-			raw = nil
-			err = fmt.Errorf("keys: read manifest: %w", err)
 		}
 		if err == nil {
 			break
@@ -124,7 +115,7 @@ func (s *Store) Watch(ctx context.Context, interval time.Duration) {
 		case <-t.C:
 		}
 		cur := s.Current()
-		raw, err := os.ReadFile(filepath.Join(s.dir.path, ManifestFile))
+		raw, _, err := s.dir.readManifestFile()
 		due := !cur.expiresAt.IsZero() && !s.dir.now().Before(cur.expiresAt)
 		if err == nil && cur.sameManifest(raw) && !due {
 			continue

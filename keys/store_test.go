@@ -176,3 +176,46 @@ func TestWatchDropsExpiredRetiredKeys(t *testing.T) {
 		t.Error("the JWKS ETag did not change when a key left it")
 	}
 }
+
+// TestOversizedFilesAreRefusedUnread: a manifest or key file grown past its
+// cap (a sparse file, so the test itself stays small) is refused with
+// ErrTooLarge and an ERROR naming the file, and the last good keys serve.
+func TestOversizedFilesAreRefusedUnread(t *testing.T) {
+	tests := []struct {
+		name   string
+		target func(d *keys.Dir) string
+		size   int64
+	}{
+		{"manifest of 300 MB", func(d *keys.Dir) string { return filepath.Join(d.Path(), "keyset.json") }, 300 << 20},
+		{"manifest just over 1 MiB", func(d *keys.Dir) string { return filepath.Join(d.Path(), "keyset.json") }, 1<<20 + 1},
+		{"signing key of 1 GB", func(d *keys.Dir) string { return firstMatch(d, "*.pem") }, 1 << 30},
+		{"encryption key of 64 KiB", func(d *keys.Dir) string { return firstMatch(d, "enc-*.jwk") }, 64 << 10},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d, _ := newDir(t, "ES256")
+			var logs syncbuf.Buffer
+			s, err := keys.NewStore(d, retention, slog.New(slog.NewJSONHandler(&logs, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			good := s.Current()
+			p := tc.target(d)
+			if err := os.Truncate(p, tc.size); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Reload(); !errors.Is(err, keys.ErrTooLarge) {
+				t.Fatalf("Reload with %s: %v, want ErrTooLarge", tc.name, err)
+			}
+			if _, err := d.Load(retention); !errors.Is(err, keys.ErrTooLarge) {
+				t.Errorf("Load with %s: %v, want ErrTooLarge", tc.name, err)
+			}
+			if s.Current() != good {
+				t.Error("an oversized file replaced the last good keys")
+			}
+			if !strings.Contains(logs.String(), `"level":"ERROR"`) || !strings.Contains(logs.String(), filepath.Base(p)) {
+				t.Errorf("no ERROR naming %s: %s", filepath.Base(p), logs.String())
+			}
+		})
+	}
+}
