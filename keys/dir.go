@@ -63,6 +63,10 @@ var ErrNoKeys = errors.New("keys: no keys in the directory")
 type Dir struct {
 	path string
 	now  func() time.Time
+	// read reads a file of the directory with a size cap: readCapped. A
+	// field so a test can stand in for a hung network file system, the one
+	// way a read blocks that a test cannot make for real.
+	read func(path string, limit int64) ([]byte, fs.FileInfo, error)
 }
 
 // NewDir returns the keys directory at path; now may be nil (time.Now).
@@ -70,7 +74,7 @@ func NewDir(path string, now func() time.Time) *Dir {
 	if now == nil {
 		now = time.Now
 	}
-	return &Dir{path: path, now: now}
+	return &Dir{path: path, now: now, read: readCapped}
 }
 
 // Path is the directory's path.

@@ -82,7 +82,7 @@ func fileType(m fs.FileMode) string {
 // readManifestFile reads keyset.json with its cap; a missing manifest is
 // ErrNoKeys.
 func (d *Dir) readManifestFile() ([]byte, fs.FileInfo, error) {
-	raw, st, err := readCapped(filepath.Join(d.path, ManifestFile), maxManifestBytes)
+	raw, st, err := d.read(filepath.Join(d.path, ManifestFile), maxManifestBytes)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, fmt.Errorf("%w (%s)", ErrNoKeys, d.path)
 	}
