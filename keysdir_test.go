@@ -105,3 +105,34 @@ func TestSIGHUPAfterFIFOKeyFile(t *testing.T) {
 		return kidOf(t, tok) == active
 	})
 }
+
+// TestWritableKeysDirFlipsReadyz: a keys directory made world-writable
+// under a running server stops loading (the last good keys keep signing)
+// and /readyz says why; chmod 700 brings it back.
+func TestWritableKeysDirFlipsReadyz(t *testing.T) {
+	f := newFixture(t, testAppID)
+	s := startServer(t, f.env.with("WXTOKEN_RELOAD_INTERVAL", "100ms"))
+	before, _ := login(t, s.URL, "chmod-1")
+	if err := os.Chmod(f.keysDir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "readyz answers 503", func() bool {
+		return do(t, "GET", s.URL+"/readyz", "", "", nil).Status == 503
+	})
+	p := assertProblem(t, do(t, "GET", s.URL+"/readyz", "", "", nil), 503, "unavailable")
+	if d, _ := p["detail"].(string); !strings.Contains(d, "writable by group or others") || strings.Contains(d, f.keysDir) {
+		t.Errorf("readyz detail %q: want the reason and no path", d)
+	}
+	if !strings.Contains(s.logs.String(), `"level":"ERROR"`) {
+		t.Errorf("no ERROR logged:\n%s", s.logs.String())
+	}
+	if tok, _ := login(t, s.URL, "chmod-2"); kidOf(t, tok) != kidOf(t, before) {
+		t.Fatalf("tokens signed by %s, want the last good %s", kidOf(t, tok), kidOf(t, before))
+	}
+	if err := os.Chmod(f.keysDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "readyz answers 200 again", func() bool {
+		return do(t, "GET", s.URL+"/readyz", "", "", nil).Status == 200
+	})
+}

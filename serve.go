@@ -142,9 +142,6 @@ func newApp(cfg *config, logger *slog.Logger) (*app, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load keys: %w", err)
 	}
-	for _, w := range dir.CheckPermissions() {
-		logger.Warn(w)
-	}
 
 	client, err := wechat.NewClient(wechat.Config{
 		BaseURL:       cfg.APIBase,

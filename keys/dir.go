@@ -359,12 +359,19 @@ func expired(e entry, retention time.Duration, now time.Time) bool {
 }
 
 // CheckPermissions warns about key files or a directory that others can
-// read. It names files and modes, never contents.
+// read, or that belong to neither the serving user nor root. It names
+// files, modes and owners, never contents. (Writable by group or others is
+// worse: Load refuses that, see ErrUnsafePermissions.)
 func (d *Dir) CheckPermissions() []string {
 	var out []string
-	if st, err := os.Stat(d.path); err == nil && st.Mode().Perm()&0o077 != 0 {
-		out = append(out, fmt.Sprintf("keys directory %s is open to group or others (mode %04o); run: chmod 700 %s",
-			d.path, st.Mode().Perm(), d.path))
+	if st, err := os.Stat(d.path); err == nil {
+		if st.Mode().Perm()&0o077 != 0 {
+			out = append(out, fmt.Sprintf("keys directory %s is open to group or others (mode %04o); run: chmod 700 %s",
+				d.path, st.Mode().Perm(), d.path))
+		}
+		if w := ownerWarning("keys directory", d.path, st); w != "" {
+			out = append(out, w)
+		}
 	}
 	entries, err := os.ReadDir(d.path)
 	if err != nil {
@@ -378,15 +385,20 @@ func (d *Dir) CheckPermissions() []string {
 		}
 		p := filepath.Join(d.path, e.Name())
 		st, err := os.Stat(p)
-		if err != nil || st.Mode().Perm()&0o077 == 0 {
+		if err != nil {
 			continue
 		}
 		what := "key file"
 		if e.Name() == ManifestFile {
 			what = "manifest"
 		}
-		out = append(out, fmt.Sprintf("%s %s is readable by group or others (mode %04o); run: chmod 600 %s",
-			what, p, st.Mode().Perm(), p))
+		if st.Mode().Perm()&0o077 != 0 {
+			out = append(out, fmt.Sprintf("%s %s is readable by group or others (mode %04o); run: chmod 600 %s",
+				what, p, st.Mode().Perm(), p))
+		}
+		if w := ownerWarning(what, p, st); w != "" {
+			out = append(out, w)
+		}
 	}
 	return out
 }

@@ -91,3 +91,48 @@ func (d *Dir) readManifestFile() ([]byte, fs.FileInfo, error) {
 	}
 	return raw, st, nil
 }
+
+// ErrUnsafePermissions means the keys directory, the manifest or a key file
+// is writable by group or others on a writable file system: someone other
+// than the owner could swap in their own signing key, so nothing is loaded.
+var ErrUnsafePermissions = errors.New("keys: writable by group or others")
+
+// stRDOnly is the read-only flag of statfs(2): ST_RDONLY on Linux and
+// MNT_RDONLY on the BSDs and macOS are both 1.
+const stRDOnly = 1
+
+// readOnlyFS reports whether path is on a read-only mount, where mode bits
+// that allow writing allow nothing. A Kubernetes Secret volume is one: its
+// directory is mode 1777 on a read-only tmpfs.
+func readOnlyFS(path string) bool {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(path, &st); err != nil {
+		return false
+	}
+	return uint64(st.Flags)&stRDOnly != 0
+}
+
+// checkWritable refuses a file or directory that group or others may write,
+// unless the file system is read-only.
+func checkWritable(what, path string, st fs.FileInfo, readOnly bool) error {
+	if st.Mode().Perm()&0o022 == 0 || readOnly {
+		return nil
+	}
+	fix := "chmod go-w " + path
+	return fmt.Errorf("%w: %s %s (mode %04o); run: %s", ErrUnsafePermissions, what, path, st.Mode().Perm(), fix)
+}
+
+// ownerWarning warns when path belongs to neither the serving user nor
+// root: another account could then change or replace the keys.
+func ownerWarning(what, path string, st fs.FileInfo) string {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return ""
+	}
+	euid := os.Geteuid()
+	if int64(sys.Uid) == int64(euid) || sys.Uid == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s %s is owned by uid %d, neither the serving user (uid %d) nor root; run: chown %d %s",
+		what, path, sys.Uid, euid, euid, path)
+}

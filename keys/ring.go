@@ -134,14 +134,16 @@ func (r *Ring) KIDs() []string { return slices.Clone(r.kids) }
 // Load reads the directory into a Ring. Retired keys past retention are
 // left out, so a server stays correct without a prune.
 func (d *Dir) Load(retention time.Duration) (*Ring, error) {
-	raw, _, err := d.readManifestFile()
+	raw, mst, err := d.readManifestFile()
 	if err != nil {
 		return nil, err
 	}
-	return d.load(raw, retention)
+	return d.load(raw, mst, retention)
 }
 
-func (d *Dir) load(raw []byte, retention time.Duration) (*Ring, error) {
+// load makes a Ring of the manifest raw, whose metadata (from the open
+// file it was read from) is mst.
+func (d *Dir) load(raw []byte, mst fs.FileInfo, retention time.Duration) (*Ring, error) {
 	var m manifest
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return nil, fmt.Errorf("keys: %s is corrupt: %w", ManifestFile, err)
@@ -155,7 +157,14 @@ func (d *Dir) load(raw []byte, retention time.Duration) (*Ring, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keys: %w", err)
 	}
-	files := []string{dirLine(dirSt)}
+	ro := readOnlyFS(d.path)
+	if err := checkWritable("keys directory", d.path, dirSt, ro); err != nil {
+		return nil, err
+	}
+	if err := checkWritable("manifest", filepath.Join(d.path, ManifestFile), mst, ro); err != nil {
+		return nil, err
+	}
+	files := []string{dirLine(dirSt), statLine(ManifestFile, mst)}
 	var jwks []map[string]any
 	// Publish active first, then next, then retired.
 	order := map[State]int{Active: 0, Next: 1, Retired: 2}
@@ -183,9 +192,13 @@ func (d *Dir) load(raw []byte, retention time.Duration) (*Ring, error) {
 		if e.File == "" || filepath.Base(e.File) != e.File {
 			return nil, fmt.Errorf("keys: key %s: bad file name", e.KID)
 		}
-		data, st, err := d.read(filepath.Join(d.path, e.File), maxKeyFileBytes)
+		p := filepath.Join(d.path, e.File)
+		data, st, err := d.read(p, maxKeyFileBytes)
 		if err != nil {
 			return nil, fmt.Errorf("keys: key %s: %w", e.KID, err)
+		}
+		if err := checkWritable("key file", p, st, ro); err != nil {
+			return nil, err
 		}
 		r.fileNames = append(r.fileNames, e.File)
 		files = append(files, statLine(e.File, st))
@@ -389,6 +402,11 @@ func (d *Dir) fingerprint(r *Ring) (string, error) {
 		return "", err
 	}
 	lines := []string{dirLine(st)}
+	mst, err := os.Stat(filepath.Join(d.path, ManifestFile))
+	if err != nil {
+		return "", err
+	}
+	lines = append(lines, statLine(ManifestFile, mst))
 	for _, name := range r.fileNames {
 		st, err := os.Stat(filepath.Join(d.path, name))
 		if err != nil {

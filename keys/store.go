@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,9 +49,18 @@ type Store struct {
 	lastError    string     // mark of the failure last logged, to log it once per content
 	failingSince time.Time  // zero while the directory loads
 	failure      error      // the last failure, while failingSince is set
+	warned       string     // the permission warnings last logged, to log them once while unchanged
 }
 
-// NewStore loads dir once; ErrNoKeys passes through for a helpful message.
+// warn logs permission warnings, which name files, modes and owners only.
+func (s *Store) warn(warnings []string) {
+	for _, w := range warnings {
+		s.log.Warn(w)
+	}
+}
+
+// NewStore loads dir once and logs its permission warnings; ErrNoKeys
+// passes through for a helpful message.
 func NewStore(dir *Dir, retention time.Duration, logger *slog.Logger) (*Store, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -61,6 +72,9 @@ func NewStore(dir *Dir, retention time.Duration, logger *slog.Logger) (*Store, e
 	s := &Store{dir: dir, retention: retention, log: logger, readTimeout: defaultReadTimeout,
 		busy: make(chan struct{}, 1)}
 	s.ring.Store(r)
+	warnings := dir.CheckPermissions()
+	s.warn(warnings)
+	s.warned = strings.Join(warnings, "\n")
 	return s, nil
 }
 
@@ -119,6 +133,8 @@ func reason(err error) string {
 		return "a name in the keys directory is not a regular file"
 	case errors.Is(err, ErrTooLarge):
 		return "a key file or the manifest is larger than allowed"
+	case errors.Is(err, ErrUnsafePermissions):
+		return "the keys directory or a key file is writable by group or others"
 	case errors.Is(err, ErrNoKeys):
 		return "the manifest is missing"
 	}
@@ -205,13 +221,18 @@ func (s *Store) load(force, logRepeats bool) error {
 		if i > 0 {
 			time.Sleep(reloadBackoff)
 		}
-		raw, _, err = s.dir.readManifestFile()
+		var mst fs.FileInfo
+		raw, mst, err = s.dir.readManifestFile()
 		if err == nil {
-			r, err = s.dir.load(raw, s.retention)
+			r, err = s.dir.load(raw, mst, s.retention)
 		}
 		if err == nil {
 			break
 		}
+	}
+	var warnings []string
+	if err == nil {
+		warnings = s.dir.CheckPermissions()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -221,6 +242,10 @@ func (s *Store) load(force, logRepeats bool) error {
 		return err
 	}
 	s.lastError, s.failingSince, s.failure = "", time.Time{}, nil
+	if w := strings.Join(warnings, "\n"); logRepeats || w != s.warned {
+		s.warn(warnings)
+		s.warned = w
+	}
 	old := s.ring.Swap(r)
 	if old == nil || old.etag != r.etag || !slices.Equal(old.kids, r.kids) ||
 		old.signing.KID != r.signing.KID || old.encryption.KID != r.encryption.KID {

@@ -328,3 +328,87 @@ func TestFIFOInKeysDirIsRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestUnsafePermissionsAreRefusedOnEveryReload: a directory, manifest or
+// key file made writable by group or others after start is refused on the
+// next reload (ErrUnsafePermissions, an ERROR), the last good keys keep
+// serving, the poll notices a chmod alone, and undoing it heals.
+func TestUnsafePermissionsAreRefusedOnEveryReload(t *testing.T) {
+	tests := []struct {
+		name   string
+		target func(d *keys.Dir) string
+		mode   os.FileMode
+		safe   os.FileMode
+	}{
+		{"directory group-writable", func(d *keys.Dir) string { return d.Path() }, 0o770, 0o700},
+		{"directory world-writable", func(d *keys.Dir) string { return d.Path() }, 0o703, 0o700},
+		{"manifest group-writable", func(d *keys.Dir) string { return filepath.Join(d.Path(), "keyset.json") }, 0o620, 0o600},
+		{"signing key world-writable", func(d *keys.Dir) string { return firstMatch(d, "*.pem") }, 0o602, 0o600},
+		{"encryption key group-writable", func(d *keys.Dir) string { return firstMatch(d, "enc-*.jwk") }, 0o660, 0o600},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d, _ := newDir(t, "ES256")
+			var logs syncbuf.Buffer
+			s, err := keys.NewStore(d, retention, slog.New(slog.NewJSONHandler(&logs, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			good := s.Current()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go s.Watch(ctx, 10*time.Millisecond)
+
+			p := tc.target(d)
+			if err := os.Chmod(p, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "the poll notices the chmod", func() bool { return s.Stale(0) != nil })
+			if err := s.Reload(); !errors.Is(err, keys.ErrUnsafePermissions) {
+				t.Fatalf("Reload with %s: %v, want ErrUnsafePermissions", tc.name, err)
+			}
+			if _, err := keys.NewStore(d, retention, nil); !errors.Is(err, keys.ErrUnsafePermissions) {
+				t.Errorf("NewStore with %s: %v, want ErrUnsafePermissions", tc.name, err)
+			}
+			if s.Current() != good {
+				t.Error("unsafe permissions replaced the last good keys")
+			}
+			if !strings.Contains(logs.String(), `"level":"ERROR"`) || !strings.Contains(logs.String(), "writable by group or others") {
+				t.Errorf("no ERROR saying why: %s", logs.String())
+			}
+			if err := os.Chmod(p, tc.safe); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "the poll heals after the chmod is undone", func() bool { return s.Stale(0) == nil })
+		})
+	}
+}
+
+// TestForeignOwnerWarnsOnReload: a key file that comes to belong to a user
+// who is neither the serving user nor root is loaded but warned about on
+// the next reload, naming the file and uid only.
+func TestForeignOwnerWarnsOnReload(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown to another user needs root")
+	}
+	d, _ := newDir(t, "ES256")
+	var logs syncbuf.Buffer
+	s, err := keys.NewStore(d, retention, slog.New(slog.NewJSONHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), `"level":"WARN"`) {
+		t.Fatalf("a fresh directory warns: %s", logs.String())
+	}
+	p := firstMatch(d, "*.pem")
+	if err := os.Chown(p, 4242, 4242); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); err != nil {
+		t.Fatalf("Reload with a foreign owner: %v, want a warning only", err)
+	}
+	if !strings.Contains(logs.String(), `"level":"WARN"`) || !strings.Contains(logs.String(), "owned by uid 4242") ||
+		!strings.Contains(logs.String(), filepath.Base(p)) {
+		t.Errorf("no WARN naming the file and its owner: %s", logs.String())
+	}
+}
