@@ -16,8 +16,9 @@ const keysUsage = `Usage: wxtoken keys <init|rotate|list|prune> [flags]
   init [--alg ES256|EdDSA|RS256]  create the keys directory; an existing one is left as it is
   rotate [--now]                  next → active → retired, and a fresh next key. --now (after a leak):
                                   drop every old key at once; tokens they signed stop working
-  list [--json]                   kid, kind, alg, state, created, prunable-after
-  prune                           delete retired keys past token TTL + leeway
+  list [--json]                   kid, kind, alg, state, created, prunable-after; and stray files an
+                                  interrupted change left behind (state "stray" in --json)
+  prune                           delete retired keys past token TTL + leeway, and stray files
 
 The directory is WXTOKEN_KEYS_DIR (default ./keys), or --dir. list and prune use WXTOKEN_TOKEN_TTL
 and WXTOKEN_LEEWAY to tell when a retired key can go.
@@ -92,7 +93,14 @@ func runKeys(_ context.Context, args []string, getenv func(string) string, stdou
 		for _, k := range pruned {
 			fmt.Fprintf(stdout, "pruned %s key %s\n", k.Kind, k.KID)
 		}
-		if len(pruned) == 0 {
+		strays, err := dir.RemoveStrays()
+		for _, st := range strays {
+			fmt.Fprintf(stdout, "removed stray file %s\n", st.File)
+		}
+		if err != nil {
+			return err
+		}
+		if len(pruned) == 0 && len(strays) == 0 {
 			fmt.Fprintln(stdout, "nothing to prune")
 		}
 		return nil
@@ -128,6 +136,10 @@ func printKeys(w io.Writer, dir *keys.Dir, retention time.Duration, asJSON bool)
 	if err != nil {
 		return err
 	}
+	strays, err := dir.Strays()
+	if err != nil {
+		return err
+	}
 	if asJSON {
 		type row struct {
 			KID        string     `json:"kid"`
@@ -138,10 +150,17 @@ func printKeys(w io.Writer, dir *keys.Dir, retention time.Duration, asJSON bool)
 			Activated  *time.Time `json:"activated,omitempty"`
 			Retired    *time.Time `json:"retired,omitempty"`
 			PruneAfter *time.Time `json:"prune_after,omitempty"`
+			File       string     `json:"file,omitempty"` // strays only
 		}
-		rows := make([]row, 0, len(list))
+		rows := make([]row, 0, len(list)+len(strays))
 		for _, k := range list {
-			rows = append(rows, row{k.KID, k.Kind, k.Alg, k.State, k.Created, k.Activated, k.Retired, k.PruneAfter})
+			rows = append(rows, row{k.KID, k.Kind, k.Alg, k.State, k.Created, k.Activated, k.Retired, k.PruneAfter, ""})
+		}
+		// A stray is listed with the state "stray", its file name, and the
+		// kid and kind its name gives (none for a temporary file); created
+		// is when the file was last written.
+		for _, st := range strays {
+			rows = append(rows, row{KID: st.KID, Kind: st.Kind, State: strayState, Created: st.Modified, File: st.File})
 		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -156,5 +175,17 @@ func printKeys(w io.Writer, dir *keys.Dir, retention time.Duration, asJSON bool)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.KID, k.Kind, k.Alg, k.State, k.Created.UTC().Format(time.RFC3339), prune)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(strays) > 0 {
+		fmt.Fprintf(w, "\n%d stray file(s) left by an interrupted change (run 'wxtoken keys prune' to remove them):\n", len(strays))
+		for _, st := range strays {
+			fmt.Fprintf(w, "  %s\t(written %s)\n", st.File, st.Modified.UTC().Format(time.RFC3339))
+		}
+	}
+	return nil
 }
+
+// strayState is the state 'keys list --json' gives a stray file.
+const strayState keys.State = "stray"

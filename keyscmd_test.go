@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -201,5 +202,110 @@ func TestSIGHUPReloadsAndCorruptKeyFilesAreRefused(t *testing.T) {
 	})
 	if c := postJSON(t, p.URL+"/v1/session/check", before, nil); c.Status != 200 {
 		t.Fatalf("a token signed before the rotation, after it: %d %s", c.Status, c.Body)
+	}
+}
+
+// leaveStrays plants what a 'keys rotate' killed half-way leaves: a
+// temporary file holding a private key and a signing and an encryption key
+// file the manifest does not name (copies of real ones, under fresh kids),
+// plus an operator's file that is none of these. It returns the strays'
+// names and the operator's file.
+func leaveStrays(t *testing.T, dir string) (strays []string, notes string) {
+	t.Helper()
+	pems, _ := filepath.Glob(filepath.Join(dir, "*.pem"))
+	jwks, _ := filepath.Glob(filepath.Join(dir, "enc-*.jwk"))
+	if len(pems) == 0 || len(jwks) == 0 {
+		t.Fatal("no key files to copy")
+	}
+	pem, _ := os.ReadFile(pems[0])
+	jwk, _ := os.ReadFile(jwks[0])
+	kid := func(b byte) string { return base64.RawURLEncoding.EncodeToString(bytes.Repeat([]byte{b}, 32)) }
+	files := map[string][]byte{
+		".tmp-1234567890":        pem,
+		kid(1) + ".pem":          pem,
+		"enc-" + kid(2) + ".jwk": jwk,
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		strays = append(strays, name)
+	}
+	notes = filepath.Join(dir, "NOTES.txt")
+	if err := os.WriteFile(notes, []byte("rotated by hand\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return strays, notes
+}
+
+// TestStraysAreListedAndRemoved: files an interrupted rotation left behind
+// (a .tmp-* file with a private key, unreferenced key files) show in 'keys
+// list' and 'keys list --json' as strays, never serve, and 'keys prune' and
+// the next 'keys rotate' remove them, leaving other files alone.
+func TestStraysAreListedAndRemoved(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		remove []string
+		expect string
+	}{
+		{"prune", []string{"keys", "prune"}, "removed stray file "},
+		{"rotate", []string{"keys", "rotate"}, "rotated"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, testAppID)
+			strays, notes := leaveStrays(t, f.keysDir)
+
+			text := mustRun(t, f.env, "keys", "list")
+			if !strings.Contains(text, "3 stray file(s)") || !strings.Contains(text, "wxtoken keys prune") {
+				t.Errorf("keys list does not report the strays:\n%s", text)
+			}
+			rows := listKeys(t, f.env)
+			var listed []string
+			for _, r := range rows {
+				if r.State == "stray" {
+					listed = append(listed, r.File)
+				}
+			}
+			slices.Sort(listed)
+			slices.Sort(strays)
+			if !slices.Equal(listed, strays) {
+				t.Errorf("keys list --json strays = %v, want %v", listed, strays)
+			}
+			if strings.Contains(text, "PRIVATE") || strings.Contains(text, "NOTES") {
+				t.Errorf("keys list shows key material or a file that is not a stray:\n%s", text)
+			}
+
+			s := startServer(t, f.env)
+			tok, _ := login(t, s.URL, "stray-"+tc.name)
+			for _, k := range jwksKids(t, s.URL) {
+				if strings.Contains(strings.Join(strays, " "), k) {
+					t.Errorf("the stray key %s is published", k)
+				}
+			}
+			if strings.Contains(strings.Join(strays, " "), kidOf(t, tok)) {
+				t.Error("a stray key signed a token")
+			}
+
+			out := mustRun(t, f.env, tc.remove...)
+			if !strings.Contains(out, tc.expect) {
+				t.Errorf("%v said %q", tc.remove, out)
+			}
+			for _, name := range strays {
+				if _, err := os.Stat(filepath.Join(f.keysDir, name)); !os.IsNotExist(err) {
+					t.Errorf("stray %s is still there after %v (%v)", name, tc.remove, err)
+				}
+			}
+			if _, err := os.Stat(notes); err != nil {
+				t.Errorf("%v removed a file that is not a stray: %v", tc.remove, err)
+			}
+			for _, r := range listKeys(t, f.env) {
+				if r.State == "stray" {
+					t.Errorf("still listed as a stray after %v: %s", tc.remove, r.File)
+				}
+			}
+			if got := mustRun(t, f.env, "keys", "prune"); !strings.Contains(got, "nothing to prune") {
+				t.Errorf("a second prune said %q", got)
+			}
+		})
 	}
 }

@@ -296,6 +296,9 @@ func (d *Dir) rotateLocked(m manifest, emergency bool) (err error) {
 		return err
 	}
 	d.remove(drop)
+	// Tidy what an earlier, interrupted change left behind; the rotation
+	// itself is done, so failing at this only leaves them for prune.
+	_, _ = d.removeStrays(out)
 	return nil
 }
 
@@ -459,7 +462,7 @@ func (d *Dir) remove(es []entry) {
 // writeAtomic writes a file 0600 under a temporary name, syncs it and
 // renames it into place: a reader sees the old file or the new, never half.
 func writeAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	f, err := os.CreateTemp(filepath.Dir(path), tmpPrefix+"*")
 	if err != nil {
 		return fmt.Errorf("keys: write %s: %w", filepath.Base(path), err)
 	}
