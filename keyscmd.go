@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -13,9 +14,12 @@ import (
 
 const keysUsage = `Usage: wxtoken keys <init|rotate|list|prune> [flags]
 
-  init [--alg ES256|EdDSA|RS256]  create the keys directory; an existing one is left as it is
-  rotate [--now]                  next → active → retired, and a fresh next key. --now (after a leak):
-                                  drop every old key at once; tokens they signed stop working
+  init [--alg ES256|EdDSA|RS256]  create the keys directory; an existing one is left as it is (an error
+                                  when --alg names another algorithm than its active signing key's)
+  rotate [--now] [--alg ALG]      next → active → retired, and a fresh next key. --now (after a leak):
+                                  drop every old key at once; tokens they signed stop working. --alg:
+                                  the fresh next signing key is of ALG (ES256, EdDSA or RS256), so the
+                                  rotation after signs with it; the old algorithm verifies until retired
   list [--json]                   kid, kind, alg, state, created, prunable-after; and stray files an
                                   interrupted change left behind (state "stray" in --json)
   prune                           delete retired keys past token TTL + leeway, and stray files
@@ -44,6 +48,7 @@ func runKeys(_ context.Context, args []string, getenv func(string) string, stdou
 		fs.StringVar(&alg, "alg", defaultSigningAlg, "signing algorithm: ES256, EdDSA or RS256")
 	case "rotate":
 		fs.BoolVar(&now, "now", false, "emergency rotation: drop all old keys immediately")
+		fs.StringVar(&alg, "alg", "", "signing algorithm of the fresh keys: ES256, EdDSA or RS256 (default: unchanged)")
 	case "list":
 		fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
 	case "prune":
@@ -65,6 +70,11 @@ func runKeys(_ context.Context, args []string, getenv func(string) string, stdou
 			return err
 		}
 		if !created {
+			if algSet(fs) {
+				if err := sameAlg(dir, cfg, alg); err != nil {
+					return err
+				}
+			}
 			fmt.Fprintf(stdout, "%s already holds keys; nothing changed (use 'wxtoken keys rotate' to rotate)\n", cfg.KeysDir)
 			return nil
 		}
@@ -74,7 +84,7 @@ func runKeys(_ context.Context, args []string, getenv func(string) string, stdou
 		if !now {
 			warnYoungNext(stderr, dir, cfg)
 		}
-		if err := dir.Rotate(now); err != nil {
+		if err := dir.RotateTo(alg, now); err != nil {
 			return err
 		}
 		if now {
@@ -105,6 +115,32 @@ func runKeys(_ context.Context, args []string, getenv func(string) string, stdou
 		}
 		return nil
 	}
+}
+
+// algSet reports whether --alg was given on the command line, so a plain
+// 'keys init' on an existing directory of any algorithm stays a no-op.
+func algSet(fs *flag.FlagSet) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "alg" })
+	return set
+}
+
+// sameAlg refuses 'keys init --alg X' on a directory whose active signing
+// key is of another algorithm: init would silently keep the old one, and
+// the way to change is a rotation.
+func sameAlg(dir *keys.Dir, cfg *config, alg string) error {
+	list, err := dir.List(cfg.retention())
+	if err != nil {
+		return err
+	}
+	for _, k := range list {
+		if k.Kind == keys.Signing && k.State == keys.Active && k.Alg != alg {
+			return fmt.Errorf("%s already holds keys whose active signing key is %s, not %s; nothing changed. "+
+				"To move to %s without downtime run 'wxtoken keys rotate --alg %s', then rotate again once caches "+
+				"know the new key", cfg.KeysDir, k.Alg, alg, alg, alg)
+		}
+	}
+	return nil
 }
 
 // warnYoungNext warns when the next signing key is about to sign before

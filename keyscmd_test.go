@@ -12,6 +12,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/MicahParks/keyfunc/v3"
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // TestKeysInitAlgChoosesTheSigningKey: 'keys init --alg' decides what signs
@@ -307,5 +310,135 @@ func TestStraysAreListedAndRemoved(t *testing.T) {
 				t.Errorf("a second prune said %q", got)
 			}
 		})
+	}
+}
+
+// algOf is the alg in a token's header.
+func algOf(t *testing.T, raw string) string {
+	t.Helper()
+	b, err := base64.RawURLEncoding.DecodeString(strings.Split(raw, ".")[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h struct{ Alg string }
+	if err := json.Unmarshal(b, &h); err != nil {
+		t.Fatal(err)
+	}
+	return h.Alg
+}
+
+// verifyWithCachedJWKS verifies raw the way a downstream service does that
+// fetched the JWKS once, at the time cached was taken, and never again.
+func verifyWithCachedJWKS(t *testing.T, cached []byte, raw string) error {
+	t.Helper()
+	kf, err := keyfunc.NewJWKSetJSON(cached)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = jwt.Parse(raw, kf.Keyfunc, jwt.WithValidMethods([]string{"ES256", "EdDSA", "RS256"}),
+		jwt.WithIssuer("https://auth.example.test"), jwt.WithAudience(testAppID), jwt.WithExpirationRequired())
+	return err
+}
+
+// TestAlgorithmMigration moves a deployment from ES256 to EdDSA with two
+// rotations: 'keys init --alg EdDSA' on the ES256 directory refuses and
+// says how; 'keys rotate --alg EdDSA' pre-publishes an EdDSA next key while
+// ES256 still signs; the next plain rotation signs with it (and keeps
+// EdDSA for the next key); a downstream that cached the JWKS before the
+// switch accepts the EdDSA tokens; ES256 tokens keep verifying until their
+// keys' retention passes, and are refused after.
+func TestAlgorithmMigration(t *testing.T) {
+	f := newFixture(t, testAppID)
+	e := f.env.with("WXTOKEN_RELOAD_INTERVAL", "100ms")
+	s := startServer(t, e)
+	old, _ := login(t, s.URL, "mig-1")
+	if algOf(t, old) != "ES256" {
+		t.Fatalf("first token is %s, want ES256", algOf(t, old))
+	}
+
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"wxtoken", "keys", "init", "--alg", "EdDSA"}, e.getenv, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "ES256") || !strings.Contains(err.Error(), "keys rotate --alg EdDSA") {
+		t.Errorf("keys init --alg EdDSA on an ES256 directory: %v (stdout %q)", err, stdout.String())
+	}
+	if out := mustRun(t, e, "keys", "init", "--alg", "ES256"); !strings.Contains(out, "nothing changed") {
+		t.Errorf("keys init --alg ES256 on an ES256 directory said %q", out)
+	}
+	if out := mustRun(t, e, "keys", "init"); !strings.Contains(out, "nothing changed") {
+		t.Errorf("keys init without --alg on an existing directory said %q", out)
+	}
+	if err := run(context.Background(), []string{"wxtoken", "keys", "rotate", "--alg", "HS256"}, e.getenv, &stdout, &stderr); err == nil {
+		t.Error("keys rotate --alg HS256 succeeded")
+	}
+
+	mustRun(t, e, "keys", "rotate", "--alg", "EdDSA")
+	algs := map[string]string{}
+	for _, r := range listKeys(t, e) {
+		if r.Kind == "signing" {
+			algs[r.State] = r.Alg
+		}
+	}
+	if algs["active"] != "ES256" || algs["next"] != "EdDSA" {
+		t.Fatalf("after rotate --alg EdDSA: active %s, next %s; want ES256 and EdDSA", algs["active"], algs["next"])
+	}
+	edNext := kidsIn(listKeys(t, e), "signing", "next")[0]
+	eventually(t, 10*time.Second, "the EdDSA next key is published", func() bool {
+		return contains(jwksKids(t, s.URL), edNext)
+	})
+	if tok, _ := login(t, s.URL, "mig-2"); algOf(t, tok) != "ES256" {
+		t.Errorf("before the next rotation tokens are %s, want ES256 still", algOf(t, tok))
+	}
+	cached := do(t, "GET", s.URL+"/.well-known/jwks.json", "", "", nil).Body
+
+	mustRun(t, e, "keys", "rotate")
+	rows := listKeys(t, e)
+	for _, r := range rows {
+		if r.Kind == "signing" && r.State != "retired" && r.Alg != "EdDSA" {
+			t.Errorf("after the second rotation the %s signing key is %s, want EdDSA", r.State, r.Alg)
+		}
+	}
+	var fresh string
+	eventually(t, 10*time.Second, "tokens are signed by the EdDSA key", func() bool {
+		fresh, _ = login(t, s.URL, "mig-3-"+time.Now().Format("150405.000000"))
+		return kidOf(t, fresh) == edNext && algOf(t, fresh) == "EdDSA"
+	})
+	if err := verifyWithCachedJWKS(t, cached, fresh); err != nil {
+		t.Errorf("a downstream with the JWKS cached before the switch refuses the EdDSA token: %v", err)
+	}
+	if err := verifyWithCachedJWKS(t, cached, old); err != nil {
+		t.Errorf("a downstream with the cached JWKS refuses the ES256 token: %v", err)
+	}
+	verifyDownstream(t, s.URL, "https://auth.example.test", testAppID, old)
+	if c := postJSON(t, s.URL+"/v1/session/check", old, nil); c.Status != 200 {
+		t.Fatalf("the ES256 token after the switch: %d %s", c.Status, c.Body)
+	}
+
+	// Let the retired ES256 keys pass their retention, as time would.
+	manifestPath := filepath.Join(f.keysDir, "keyset.json")
+	raw, err := os.ReadFile(manifestPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range m["keys"].([]any) {
+		if k := k.(map[string]any); k["state"] == "retired" && k["alg"] == "ES256" {
+			k["retired"] = time.Now().Add(-24 * time.Hour).UTC().Format(time.RFC3339Nano)
+		}
+	}
+	aged, _ := json.Marshal(m)
+	if err := os.WriteFile(manifestPath+".new", aged, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(manifestPath+".new", manifestPath); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the ES256 token is refused once its key is past retention", func() bool {
+		return postJSON(t, s.URL+"/v1/session/check", old, nil).Status == 401
+	})
+	if c := postJSON(t, s.URL+"/v1/session/check", fresh, nil); c.Status != 200 {
+		t.Fatalf("the EdDSA token: %d %s", c.Status, c.Body)
 	}
 }

@@ -174,7 +174,17 @@ func (d *Dir) hasManifest() (bool, error) {
 // Rotate moves every kind one step: next → active, active → retired, and a
 // fresh next. emergency instead replaces every key with fresh ones and
 // deletes the old, so tokens they made stop working at once.
-func (d *Dir) Rotate(emergency bool) error {
+func (d *Dir) Rotate(emergency bool) error { return d.RotateTo("", emergency) }
+
+// RotateTo is Rotate with the signing algorithm of the fresh keys: the
+// new next signing key (with emergency, every new signing key) is of alg,
+// so moving to another algorithm gets the same pre-publication as any
+// rotation; the old algorithm's keys keep verifying until they are gone.
+// An empty alg keeps the algorithm of the current next key.
+func (d *Dir) RotateTo(alg string, emergency bool) error {
+	if alg != "" && !validAlg(alg) {
+		return fmt.Errorf("keys: unknown signing algorithm %q (use ES256, EdDSA or RS256)", alg)
+	}
 	unlock, err := d.lock()
 	if err != nil {
 		return err
@@ -184,7 +194,7 @@ func (d *Dir) Rotate(emergency bool) error {
 	if err != nil {
 		return err
 	}
-	return d.rotateLocked(m, emergency)
+	return d.rotateLocked(m, emergency, alg)
 }
 
 // RotateIfDue rotates when the active signing key has been active for
@@ -212,10 +222,14 @@ func (d *Dir) RotateIfDue(every time.Duration) (bool, error) {
 	if d.now().Sub(since) < every {
 		return false, nil
 	}
-	return true, d.rotateLocked(m, false)
+	return true, d.rotateLocked(m, false, "")
 }
 
-func (d *Dir) rotateLocked(m manifest, emergency bool) (err error) {
+// rotateLocked rotates m; alg, when set, is the algorithm of the fresh
+// signing keys, and otherwise the one the directory is moving to: the next
+// key's (a migration started by 'rotate --alg' carries on), else the
+// active key's.
+func (d *Dir) rotateLocked(m manifest, emergency bool, alg string) (err error) {
 	var fresh []entry // files this rotation wrote; deleted again if it fails
 	defer func() {
 		if err != nil {
@@ -230,10 +244,18 @@ func (d *Dir) rotateLocked(m manifest, emergency bool) (err error) {
 		return e, err
 	}
 	now := d.now().UTC()
-	alg := ES256
-	for _, e := range m.Keys {
-		if e.Kind == Signing && e.State == Active {
-			alg = e.Alg
+	if alg == "" {
+		alg = ES256
+		for _, e := range m.Keys {
+			if e.Kind == Signing && e.State == Active {
+				alg = e.Alg
+			}
+		}
+		for _, e := range m.Keys {
+			if e.Kind == Signing && e.State == Next && validAlg(e.Alg) {
+				alg = e.Alg
+				break // the one that becomes active
+			}
 		}
 	}
 	var out []entry
