@@ -150,7 +150,7 @@ func (s *Store) run(force, logRepeats bool) error {
 	select {
 	case s.busy <- struct{}{}:
 	case <-timer.C:
-		return s.timedOut(fmt.Errorf("%w: an earlier read has not returned for over %s", ErrReadTimeout, s.readTimeout), logRepeats)
+		return s.timedOut(fmt.Errorf("%w: an earlier read has not returned for over %s", ErrReadTimeout, s.readTimeout), logRepeats, false)
 	}
 	s.mu.Lock()
 	s.started++
@@ -164,17 +164,25 @@ func (s *Store) run(force, logRepeats bool) error {
 	case err := <-done:
 		return err
 	case <-timer.C:
-		return s.timedOut(fmt.Errorf("%w: no answer within %s", ErrReadTimeout, s.readTimeout), logRepeats)
+		return s.timedOut(fmt.Errorf("%w: no answer within %s", ErrReadTimeout, s.readTimeout), logRepeats, true)
 	}
 }
 
 // timedOut records a load that did not finish in time, unless it finished
-// just now after all.
-func (s *Store) timedOut(err error, logRepeats bool) error {
+// just as the timer fired: then it recorded its own outcome, and err is
+// still returned when that load was not this caller's (it saw the disk
+// before the caller asked).
+func (s *Store) timedOut(err error, logRepeats bool, ours bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.finished == s.started {
-		return nil // the load finished as the timer fired; it recorded its own outcome
+		if ours {
+			if s.failingSince.IsZero() {
+				return nil
+			}
+			return s.failure
+		}
+		return err
 	}
 	s.failLocked(err, "timeout", logRepeats)
 	return err
