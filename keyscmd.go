@@ -178,9 +178,9 @@ func printKeys(w io.Writer, dir *keys.Dir, retention time.Duration, asJSON bool)
 	}
 	if asJSON {
 		type row struct {
-			KID        string     `json:"kid"`
-			Kind       keys.Kind  `json:"kind"`
-			Alg        string     `json:"alg"`
+			KID        string     `json:"kid,omitempty"`  // empty only for a stray temporary file
+			Kind       keys.Kind  `json:"kind,omitempty"` // likewise
+			Alg        string     `json:"alg,omitempty"`  // empty only for strays
 			State      keys.State `json:"state"`
 			Created    time.Time  `json:"created"`
 			Activated  *time.Time `json:"activated,omitempty"`
