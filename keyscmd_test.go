@@ -7,10 +7,14 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/MicahParks/keyfunc/v3"
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // TestKeysInitAlgChoosesTheSigningKey: 'keys init --alg' decides what signs
@@ -201,5 +205,240 @@ func TestSIGHUPReloadsAndCorruptKeyFilesAreRefused(t *testing.T) {
 	})
 	if c := postJSON(t, p.URL+"/v1/session/check", before, nil); c.Status != 200 {
 		t.Fatalf("a token signed before the rotation, after it: %d %s", c.Status, c.Body)
+	}
+}
+
+// leaveStrays plants what a 'keys rotate' killed half-way leaves: a
+// temporary file holding a private key and a signing and an encryption key
+// file the manifest does not name (copies of real ones, under fresh kids),
+// plus an operator's file that is none of these. It returns the strays'
+// names and the operator's file.
+func leaveStrays(t *testing.T, dir string) (strays []string, notes string) {
+	t.Helper()
+	pems, _ := filepath.Glob(filepath.Join(dir, "*.pem"))
+	jwks, _ := filepath.Glob(filepath.Join(dir, "enc-*.jwk"))
+	if len(pems) == 0 || len(jwks) == 0 {
+		t.Fatal("no key files to copy")
+	}
+	pem, _ := os.ReadFile(pems[0])
+	jwk, _ := os.ReadFile(jwks[0])
+	kid := func(b byte) string { return base64.RawURLEncoding.EncodeToString(bytes.Repeat([]byte{b}, 32)) }
+	files := map[string][]byte{
+		".tmp-1234567890":        pem,
+		kid(1) + ".pem":          pem,
+		"enc-" + kid(2) + ".jwk": jwk,
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		strays = append(strays, name)
+	}
+	notes = filepath.Join(dir, "NOTES.txt")
+	if err := os.WriteFile(notes, []byte("rotated by hand\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return strays, notes
+}
+
+// TestStraysAreListedAndRemoved: files an interrupted rotation left behind
+// (a .tmp-* file with a private key, unreferenced key files) show in 'keys
+// list' and 'keys list --json' as strays, never serve, and 'keys prune' and
+// the next 'keys rotate' remove them, leaving other files alone.
+func TestStraysAreListedAndRemoved(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		remove []string
+		expect string
+	}{
+		{"prune", []string{"keys", "prune"}, "removed stray file "},
+		{"rotate", []string{"keys", "rotate"}, "rotated"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, testAppID)
+			strays, notes := leaveStrays(t, f.keysDir)
+
+			text := mustRun(t, f.env, "keys", "list")
+			if !strings.Contains(text, "3 stray file(s)") || !strings.Contains(text, "wxtoken keys prune") {
+				t.Errorf("keys list does not report the strays:\n%s", text)
+			}
+			rows := listKeys(t, f.env)
+			var listed []string
+			for _, r := range rows {
+				if r.State == "stray" {
+					listed = append(listed, r.File)
+				}
+			}
+			slices.Sort(listed)
+			slices.Sort(strays)
+			if !slices.Equal(listed, strays) {
+				t.Errorf("keys list --json strays = %v, want %v", listed, strays)
+			}
+			if strings.Contains(text, "PRIVATE") || strings.Contains(text, "NOTES") {
+				t.Errorf("keys list shows key material or a file that is not a stray:\n%s", text)
+			}
+
+			s := startServer(t, f.env)
+			tok, _ := login(t, s.URL, "stray-"+tc.name)
+			for _, k := range jwksKids(t, s.URL) {
+				if strings.Contains(strings.Join(strays, " "), k) {
+					t.Errorf("the stray key %s is published", k)
+				}
+			}
+			if strings.Contains(strings.Join(strays, " "), kidOf(t, tok)) {
+				t.Error("a stray key signed a token")
+			}
+
+			out := mustRun(t, f.env, tc.remove...)
+			if !strings.Contains(out, tc.expect) {
+				t.Errorf("%v said %q", tc.remove, out)
+			}
+			for _, name := range strays {
+				if _, err := os.Stat(filepath.Join(f.keysDir, name)); !os.IsNotExist(err) {
+					t.Errorf("stray %s is still there after %v (%v)", name, tc.remove, err)
+				}
+			}
+			if _, err := os.Stat(notes); err != nil {
+				t.Errorf("%v removed a file that is not a stray: %v", tc.remove, err)
+			}
+			for _, r := range listKeys(t, f.env) {
+				if r.State == "stray" {
+					t.Errorf("still listed as a stray after %v: %s", tc.remove, r.File)
+				}
+			}
+			if got := mustRun(t, f.env, "keys", "prune"); !strings.Contains(got, "nothing to prune") {
+				t.Errorf("a second prune said %q", got)
+			}
+		})
+	}
+}
+
+// algOf is the alg in a token's header.
+func algOf(t *testing.T, raw string) string {
+	t.Helper()
+	b, err := base64.RawURLEncoding.DecodeString(strings.Split(raw, ".")[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h struct{ Alg string }
+	if err := json.Unmarshal(b, &h); err != nil {
+		t.Fatal(err)
+	}
+	return h.Alg
+}
+
+// verifyWithCachedJWKS verifies raw the way a downstream service does that
+// fetched the JWKS once, at the time cached was taken, and never again.
+func verifyWithCachedJWKS(t *testing.T, cached []byte, raw string) error {
+	t.Helper()
+	kf, err := keyfunc.NewJWKSetJSON(cached)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = jwt.Parse(raw, kf.Keyfunc, jwt.WithValidMethods([]string{"ES256", "EdDSA", "RS256"}),
+		jwt.WithIssuer("https://auth.example.test"), jwt.WithAudience(testAppID), jwt.WithExpirationRequired())
+	return err
+}
+
+// TestAlgorithmMigration moves a deployment from ES256 to EdDSA with two
+// rotations: 'keys init --alg EdDSA' on the ES256 directory refuses and
+// says how; 'keys rotate --alg EdDSA' pre-publishes an EdDSA next key while
+// ES256 still signs; the next plain rotation signs with it (and keeps
+// EdDSA for the next key); a downstream that cached the JWKS before the
+// switch accepts the EdDSA tokens; ES256 tokens keep verifying until their
+// keys' retention passes, and are refused after.
+func TestAlgorithmMigration(t *testing.T) {
+	f := newFixture(t, testAppID)
+	e := f.env.with("WXTOKEN_RELOAD_INTERVAL", "100ms")
+	s := startServer(t, e)
+	old, _ := login(t, s.URL, "mig-1")
+	if algOf(t, old) != "ES256" {
+		t.Fatalf("first token is %s, want ES256", algOf(t, old))
+	}
+
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"wxtoken", "keys", "init", "--alg", "EdDSA"}, e.getenv, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "ES256") || !strings.Contains(err.Error(), "keys rotate --alg EdDSA") {
+		t.Errorf("keys init --alg EdDSA on an ES256 directory: %v (stdout %q)", err, stdout.String())
+	}
+	if out := mustRun(t, e, "keys", "init", "--alg", "ES256"); !strings.Contains(out, "nothing changed") {
+		t.Errorf("keys init --alg ES256 on an ES256 directory said %q", out)
+	}
+	if out := mustRun(t, e, "keys", "init"); !strings.Contains(out, "nothing changed") {
+		t.Errorf("keys init without --alg on an existing directory said %q", out)
+	}
+	if err := run(context.Background(), []string{"wxtoken", "keys", "rotate", "--alg", "HS256"}, e.getenv, &stdout, &stderr); err == nil {
+		t.Error("keys rotate --alg HS256 succeeded")
+	}
+
+	mustRun(t, e, "keys", "rotate", "--alg", "EdDSA")
+	algs := map[string]string{}
+	for _, r := range listKeys(t, e) {
+		if r.Kind == "signing" {
+			algs[r.State] = r.Alg
+		}
+	}
+	if algs["active"] != "ES256" || algs["next"] != "EdDSA" {
+		t.Fatalf("after rotate --alg EdDSA: active %s, next %s; want ES256 and EdDSA", algs["active"], algs["next"])
+	}
+	edNext := kidsIn(listKeys(t, e), "signing", "next")[0]
+	eventually(t, 10*time.Second, "the EdDSA next key is published", func() bool {
+		return contains(jwksKids(t, s.URL), edNext)
+	})
+	if tok, _ := login(t, s.URL, "mig-2"); algOf(t, tok) != "ES256" {
+		t.Errorf("before the next rotation tokens are %s, want ES256 still", algOf(t, tok))
+	}
+	cached := do(t, "GET", s.URL+"/.well-known/jwks.json", "", "", nil).Body
+
+	mustRun(t, e, "keys", "rotate")
+	rows := listKeys(t, e)
+	for _, r := range rows {
+		if r.Kind == "signing" && r.State != "retired" && r.Alg != "EdDSA" {
+			t.Errorf("after the second rotation the %s signing key is %s, want EdDSA", r.State, r.Alg)
+		}
+	}
+	var fresh string
+	eventually(t, 10*time.Second, "tokens are signed by the EdDSA key", func() bool {
+		fresh, _ = login(t, s.URL, "mig-3-"+time.Now().Format("150405.000000"))
+		return kidOf(t, fresh) == edNext && algOf(t, fresh) == "EdDSA"
+	})
+	if err := verifyWithCachedJWKS(t, cached, fresh); err != nil {
+		t.Errorf("a downstream with the JWKS cached before the switch refuses the EdDSA token: %v", err)
+	}
+	if err := verifyWithCachedJWKS(t, cached, old); err != nil {
+		t.Errorf("a downstream with the cached JWKS refuses the ES256 token: %v", err)
+	}
+	verifyDownstream(t, s.URL, "https://auth.example.test", testAppID, old)
+	if c := postJSON(t, s.URL+"/v1/session/check", old, nil); c.Status != 200 {
+		t.Fatalf("the ES256 token after the switch: %d %s", c.Status, c.Body)
+	}
+
+	// Let the retired ES256 keys pass their retention, as time would.
+	manifestPath := filepath.Join(f.keysDir, "keyset.json")
+	raw, err := os.ReadFile(manifestPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range m["keys"].([]any) {
+		if k := k.(map[string]any); k["state"] == "retired" && k["alg"] == "ES256" {
+			k["retired"] = time.Now().Add(-24 * time.Hour).UTC().Format(time.RFC3339Nano)
+		}
+	}
+	aged, _ := json.Marshal(m)
+	if err := os.WriteFile(manifestPath+".new", aged, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(manifestPath+".new", manifestPath); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the ES256 token is refused once its key is past retention", func() bool {
+		return postJSON(t, s.URL+"/v1/session/check", old, nil).Status == 401
+	})
+	if c := postJSON(t, s.URL+"/v1/session/check", fresh, nil); c.Status != 200 {
+		t.Fatalf("the EdDSA token: %d %s", c.Status, c.Body)
 	}
 }

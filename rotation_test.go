@@ -70,6 +70,7 @@ type keyRow struct {
 	Created    time.Time  `json:"created"`
 	Retired    *time.Time `json:"retired"`
 	PruneAfter *time.Time `json:"prune_after"`
+	File       string     `json:"file"` // strays only
 }
 
 func listKeys(t testing.TB, e env) []keyRow {

@@ -159,9 +159,6 @@ func newApp(cfg *config, logger *slog.Logger) (*app, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load keys: %w", err)
 	}
-	for _, w := range dir.CheckPermissions() {
-		logger.Warn(w)
-	}
 
 	client, err := wechat.NewClient(wechat.Config{
 		BaseURL:       cfg.APIBase,
@@ -194,7 +191,7 @@ func newApp(cfg *config, logger *slog.Logger) (*app, error) {
 			if draining.Load() {
 				return errors.New("shutting down")
 			}
-			return nil
+			return store.Stale(keysStaleAfter(cfg.ReloadInterval))
 		},
 		Dev:            cfg.Dev,
 		LoginRate:      cfg.LoginRate,
@@ -210,6 +207,12 @@ func newApp(cfg *config, logger *slog.Logger) (*app, error) {
 	}
 	return &app{echo: e, store: store, dir: dir, draining: draining}, nil
 }
+
+// keysStaleAfter is how long the keys directory may fail every load before
+// /readyz answers 503: two poll intervals. One failed poll can be a CLI
+// caught mid-change; after two, this replica may be missing a rotation
+// (an emergency one included) that the others have taken.
+func keysStaleAfter(reload time.Duration) time.Duration { return 2 * reload }
 
 // singleApp serves one mini program. Handlers look the app up per request,
 // so serving several later only changes this type.

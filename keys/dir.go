@@ -63,6 +63,10 @@ var ErrNoKeys = errors.New("keys: no keys in the directory")
 type Dir struct {
 	path string
 	now  func() time.Time
+	// read reads a file of the directory with a size cap: readCapped. A
+	// field so a test can stand in for a hung network file system, the one
+	// way a read blocks that a test cannot make for real.
+	read func(path string, limit int64) ([]byte, fs.FileInfo, error)
 }
 
 // NewDir returns the keys directory at path; now may be nil (time.Now).
@@ -70,7 +74,7 @@ func NewDir(path string, now func() time.Time) *Dir {
 	if now == nil {
 		now = time.Now
 	}
-	return &Dir{path: path, now: now}
+	return &Dir{path: path, now: now, read: readCapped}
 }
 
 // Path is the directory's path.
@@ -170,7 +174,17 @@ func (d *Dir) hasManifest() (bool, error) {
 // Rotate moves every kind one step: next → active, active → retired, and a
 // fresh next. emergency instead replaces every key with fresh ones and
 // deletes the old, so tokens they made stop working at once.
-func (d *Dir) Rotate(emergency bool) error {
+func (d *Dir) Rotate(emergency bool) error { return d.RotateTo("", emergency) }
+
+// RotateTo is Rotate with the signing algorithm of the fresh keys: the
+// new next signing key (with emergency, every new signing key) is of alg,
+// so moving to another algorithm gets the same pre-publication as any
+// rotation; the old algorithm's keys keep verifying until they are gone.
+// An empty alg keeps the algorithm of the current next key.
+func (d *Dir) RotateTo(alg string, emergency bool) error {
+	if alg != "" && !validAlg(alg) {
+		return fmt.Errorf("keys: unknown signing algorithm %q (use ES256, EdDSA or RS256)", alg)
+	}
 	unlock, err := d.lock()
 	if err != nil {
 		return err
@@ -180,7 +194,7 @@ func (d *Dir) Rotate(emergency bool) error {
 	if err != nil {
 		return err
 	}
-	return d.rotateLocked(m, emergency)
+	return d.rotateLocked(m, emergency, alg)
 }
 
 // RotateIfDue rotates when the active signing key has been active for
@@ -208,10 +222,14 @@ func (d *Dir) RotateIfDue(every time.Duration) (bool, error) {
 	if d.now().Sub(since) < every {
 		return false, nil
 	}
-	return true, d.rotateLocked(m, false)
+	return true, d.rotateLocked(m, false, "")
 }
 
-func (d *Dir) rotateLocked(m manifest, emergency bool) (err error) {
+// rotateLocked rotates m; alg, when set, is the algorithm of the fresh
+// signing keys, and otherwise the one the directory is moving to: the next
+// key's (a migration started by 'rotate --alg' carries on), else the
+// active key's.
+func (d *Dir) rotateLocked(m manifest, emergency bool, alg string) (err error) {
 	var fresh []entry // files this rotation wrote; deleted again if it fails
 	defer func() {
 		if err != nil {
@@ -226,10 +244,18 @@ func (d *Dir) rotateLocked(m manifest, emergency bool) (err error) {
 		return e, err
 	}
 	now := d.now().UTC()
-	alg := ES256
-	for _, e := range m.Keys {
-		if e.Kind == Signing && e.State == Active {
-			alg = e.Alg
+	if alg == "" {
+		alg = ES256
+		for _, e := range m.Keys {
+			if e.Kind == Signing && e.State == Active {
+				alg = e.Alg
+			}
+		}
+		for _, e := range m.Keys {
+			if e.Kind == Signing && e.State == Next && validAlg(e.Alg) {
+				alg = e.Alg
+				break // the one that becomes active
+			}
 		}
 	}
 	var out []entry
@@ -292,6 +318,9 @@ func (d *Dir) rotateLocked(m manifest, emergency bool) (err error) {
 		return err
 	}
 	d.remove(drop)
+	// Tidy what an earlier, interrupted change left behind; the rotation
+	// itself is done, so failing at this only leaves them for prune.
+	_, _ = d.removeStrays(out)
 	return nil
 }
 
@@ -355,12 +384,19 @@ func expired(e entry, retention time.Duration, now time.Time) bool {
 }
 
 // CheckPermissions warns about key files or a directory that others can
-// read. It names files and modes, never contents.
+// read, or that belong to neither the serving user nor root. It names
+// files, modes and owners, never contents. (Writable by group or others is
+// worse: Load refuses that, see ErrUnsafePermissions.)
 func (d *Dir) CheckPermissions() []string {
 	var out []string
-	if st, err := os.Stat(d.path); err == nil && st.Mode().Perm()&0o077 != 0 {
-		out = append(out, fmt.Sprintf("keys directory %s is open to group or others (mode %04o); run: chmod 700 %s",
-			d.path, st.Mode().Perm(), d.path))
+	if st, err := os.Stat(d.path); err == nil {
+		if st.Mode().Perm()&0o077 != 0 {
+			out = append(out, fmt.Sprintf("keys directory %s is open to group or others (mode %04o); run: chmod 700 %s",
+				d.path, st.Mode().Perm(), d.path))
+		}
+		if w := ownerWarning("keys directory", d.path, st); w != "" {
+			out = append(out, w)
+		}
 	}
 	entries, err := os.ReadDir(d.path)
 	if err != nil {
@@ -374,15 +410,20 @@ func (d *Dir) CheckPermissions() []string {
 		}
 		p := filepath.Join(d.path, e.Name())
 		st, err := os.Stat(p)
-		if err != nil || st.Mode().Perm()&0o077 == 0 {
+		if err != nil {
 			continue
 		}
 		what := "key file"
 		if e.Name() == ManifestFile {
 			what = "manifest"
 		}
-		out = append(out, fmt.Sprintf("%s %s is readable by group or others (mode %04o); run: chmod 600 %s",
-			what, p, st.Mode().Perm(), p))
+		if st.Mode().Perm()&0o077 != 0 {
+			out = append(out, fmt.Sprintf("%s %s is readable by group or others (mode %04o); run: chmod 600 %s",
+				what, p, st.Mode().Perm(), p))
+		}
+		if w := ownerWarning(what, p, st); w != "" {
+			out = append(out, w)
+		}
 	}
 	return out
 }
@@ -408,12 +449,9 @@ func (d *Dir) lock() (func(), error) {
 }
 
 func (d *Dir) readManifest() (manifest, error) {
-	b, err := os.ReadFile(filepath.Join(d.path, ManifestFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		return manifest{}, fmt.Errorf("%w (%s)", ErrNoKeys, d.path)
-	}
+	b, _, err := d.readManifestFile()
 	if err != nil {
-		return manifest{}, fmt.Errorf("keys: read manifest: %w", err)
+		return manifest{}, err
 	}
 	var m manifest
 	if err := json.Unmarshal(b, &m); err != nil {
@@ -446,7 +484,7 @@ func (d *Dir) remove(es []entry) {
 // writeAtomic writes a file 0600 under a temporary name, syncs it and
 // renames it into place: a reader sees the old file or the new, never half.
 func writeAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	f, err := os.CreateTemp(filepath.Dir(path), tmpPrefix+"*")
 	if err != nil {
 		return fmt.Errorf("keys: write %s: %w", filepath.Base(path), err)
 	}

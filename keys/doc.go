@@ -11,5 +11,9 @@
 // keyset.json renamed last as the commit point. Load never locks, so it
 // works on read-only mounts such as a Kubernetes Secret. Store holds the
 // live Ring for a running server and reloads it when the directory changes,
-// keeping the last good keys when the directory is broken.
+// keeping the last good keys when the directory is broken. Every read of
+// the directory is bounded: only regular files are read (a FIFO is refused
+// without blocking), each up to a size cap, by a load that runs outside
+// every lock and that Store waits for only so long; a directory, manifest
+// or key file writable by group or others is not loaded at all.
 package keys

@@ -17,10 +17,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -94,6 +97,10 @@ type Ring struct {
 	// expiresAt is when the next retired key passes its retention (zero: none).
 	expiresAt time.Time
 	kids      []string
+	// fileNames are the key files loaded; files is the fingerprint of the
+	// directory and those files when loaded (see Dir.fingerprint).
+	fileNames []string
+	files     string
 }
 
 // Algorithms lists the algorithms of the verification keys, for pinning.
@@ -127,17 +134,16 @@ func (r *Ring) KIDs() []string { return slices.Clone(r.kids) }
 // Load reads the directory into a Ring. Retired keys past retention are
 // left out, so a server stays correct without a prune.
 func (d *Dir) Load(retention time.Duration) (*Ring, error) {
-	raw, err := os.ReadFile(filepath.Join(d.path, ManifestFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w (%s)", ErrNoKeys, d.path)
-	}
+	raw, mst, err := d.readManifestFile()
 	if err != nil {
-		return nil, fmt.Errorf("keys: read manifest: %w", err)
+		return nil, err
 	}
-	return d.load(raw, retention)
+	return d.load(raw, mst, retention)
 }
 
-func (d *Dir) load(raw []byte, retention time.Duration) (*Ring, error) {
+// load makes a Ring of the manifest raw, whose metadata (from the open
+// file it was read from) is mst.
+func (d *Dir) load(raw []byte, mst fs.FileInfo, retention time.Duration) (*Ring, error) {
 	var m manifest
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return nil, fmt.Errorf("keys: %s is corrupt: %w", ManifestFile, err)
@@ -147,6 +153,18 @@ func (d *Dir) load(raw []byte, retention time.Duration) (*Ring, error) {
 	}
 	now := d.now()
 	r := &Ring{verify: map[string]PublicKey{}, decrypt: map[string]*EncryptionKey{}, manifest: raw}
+	dirSt, err := os.Stat(d.path)
+	if err != nil {
+		return nil, fmt.Errorf("keys: %w", err)
+	}
+	ro := readOnlyFS(d.path)
+	if err := checkWritable("keys directory", d.path, dirSt, ro); err != nil {
+		return nil, err
+	}
+	if err := checkWritable("manifest", filepath.Join(d.path, ManifestFile), mst, ro); err != nil {
+		return nil, err
+	}
+	files := []string{dirLine(dirSt), statLine(ManifestFile, mst)}
 	var jwks []map[string]any
 	// Publish active first, then next, then retired.
 	order := map[State]int{Active: 0, Next: 1, Retired: 2}
@@ -174,10 +192,16 @@ func (d *Dir) load(raw []byte, retention time.Duration) (*Ring, error) {
 		if e.File == "" || filepath.Base(e.File) != e.File {
 			return nil, fmt.Errorf("keys: key %s: bad file name", e.KID)
 		}
-		data, err := os.ReadFile(filepath.Join(d.path, e.File))
+		p := filepath.Join(d.path, e.File)
+		data, st, err := d.read(p, maxKeyFileBytes)
 		if err != nil {
 			return nil, fmt.Errorf("keys: key %s: %w", e.KID, err)
 		}
+		if err := checkWritable("key file", p, st, ro); err != nil {
+			return nil, err
+		}
+		r.fileNames = append(r.fileNames, e.File)
+		files = append(files, statLine(e.File, st))
 		r.kids = append(r.kids, e.KID)
 		switch e.Kind {
 		case Signing:
@@ -225,6 +249,7 @@ func (d *Dir) load(raw []byte, retention time.Duration) (*Ring, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keys: encode JWKS: %w", err)
 	}
+	r.files = strings.Join(files, "\n")
 	sum := sha256.Sum256(body)
 	r.jwks, r.etag = body, `"`+base64.RawURLEncoding.EncodeToString(sum[:16])+`"`
 	return r, nil
@@ -346,3 +371,48 @@ func validKID(kid string) bool {
 
 // sameManifest reports whether raw is the manifest r was loaded from.
 func (r *Ring) sameManifest(raw []byte) bool { return bytes.Equal(r.manifest, raw) }
+
+// statLine describes a file's identity and metadata, never its contents:
+// a changed line means the file was replaced, rewritten or re-permissioned.
+func statLine(name string, st fs.FileInfo) string {
+	line := fmt.Sprintf("%s %s %d %d", name, st.Mode(), st.Size(), st.ModTime().UnixNano())
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		line += fmt.Sprintf(" %d %d %d %d", sys.Dev, sys.Ino, sys.Uid, sys.Gid)
+	}
+	return line
+}
+
+// dirLine is statLine for the directory, leaving out what changes
+// whenever a file comes or goes (size, mtime): only its identity, owner and
+// mode matter.
+func dirLine(st fs.FileInfo) string {
+	line := ". " + st.Mode().String()
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		line += fmt.Sprintf(" %d %d %d %d", sys.Dev, sys.Ino, sys.Uid, sys.Gid)
+	}
+	return line
+}
+
+// fingerprint stats the directory and r's key files as load saw them,
+// without reading any. Stat never blocks on a FIFO; it can on a hung file
+// system, which is why Store calls it under its read timeout.
+func (d *Dir) fingerprint(r *Ring) (string, error) {
+	st, err := os.Stat(d.path)
+	if err != nil {
+		return "", err
+	}
+	lines := []string{dirLine(st)}
+	mst, err := os.Stat(filepath.Join(d.path, ManifestFile))
+	if err != nil {
+		return "", err
+	}
+	lines = append(lines, statLine(ManifestFile, mst))
+	for _, name := range r.fileNames {
+		st, err := os.Stat(filepath.Join(d.path, name))
+		if err != nil {
+			return "", err
+		}
+		lines = append(lines, statLine(name, st))
+	}
+	return strings.Join(lines, "\n"), nil
+}

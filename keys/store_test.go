@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -174,5 +175,240 @@ func TestWatchDropsExpiredRetiredKeys(t *testing.T) {
 	})
 	if _, etag2 := s.Current().JWKS(); etag2 == etag {
 		t.Error("the JWKS ETag did not change when a key left it")
+	}
+}
+
+// TestOversizedFilesAreRefusedUnread: a manifest or key file grown past its
+// cap (a sparse file, so the test itself stays small) is refused with
+// ErrTooLarge and an ERROR naming the file, and the last good keys serve.
+func TestOversizedFilesAreRefusedUnread(t *testing.T) {
+	tests := []struct {
+		name   string
+		target func(d *keys.Dir) string
+		size   int64
+	}{
+		{"manifest of 300 MB", func(d *keys.Dir) string { return filepath.Join(d.Path(), "keyset.json") }, 300 << 20},
+		{"manifest just over 1 MiB", func(d *keys.Dir) string { return filepath.Join(d.Path(), "keyset.json") }, 1<<20 + 1},
+		{"signing key of 1 GB", func(d *keys.Dir) string { return firstMatch(d, "*.pem") }, 1 << 30},
+		{"encryption key of 64 KiB", func(d *keys.Dir) string { return firstMatch(d, "enc-*.jwk") }, 64 << 10},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d, _ := newDir(t, "ES256")
+			var logs syncbuf.Buffer
+			s, err := keys.NewStore(d, retention, slog.New(slog.NewJSONHandler(&logs, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			good := s.Current()
+			p := tc.target(d)
+			if err := os.Truncate(p, tc.size); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Reload(); !errors.Is(err, keys.ErrTooLarge) {
+				t.Fatalf("Reload with %s: %v, want ErrTooLarge", tc.name, err)
+			}
+			if _, err := d.Load(retention); !errors.Is(err, keys.ErrTooLarge) {
+				t.Errorf("Load with %s: %v, want ErrTooLarge", tc.name, err)
+			}
+			if s.Current() != good {
+				t.Error("an oversized file replaced the last good keys")
+			}
+			if !strings.Contains(logs.String(), `"level":"ERROR"`) || !strings.Contains(logs.String(), filepath.Base(p)) {
+				t.Errorf("no ERROR naming %s: %s", filepath.Base(p), logs.String())
+			}
+		})
+	}
+}
+
+// within runs f and fails the test if it has not returned in 10 s: on a
+// FIFO, an unguarded read blocks for good.
+func within(t *testing.T, what string, f func() error) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s blocked", what)
+		return nil
+	}
+}
+
+// replaceWithFIFO puts a FIFO where path was, as a hostile or confused
+// operator might.
+func replaceWithFIFO(t *testing.T, path string) {
+	t.Helper()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFIFOInKeysDirIsRefused: a FIFO named like the manifest or a key file
+// is refused at once with ErrNotRegular and an ERROR, the last good keys
+// keep serving, Stale reports it, polling goes on, and a later valid
+// rotation is picked up by the poll and clears Stale.
+func TestFIFOInKeysDirIsRefused(t *testing.T) {
+	tests := []struct {
+		name   string
+		target func(d *keys.Dir, r *keys.Ring) string
+	}{
+		{"manifest", func(d *keys.Dir, _ *keys.Ring) string { return filepath.Join(d.Path(), "keyset.json") }},
+		{"active signing key", func(d *keys.Dir, r *keys.Ring) string {
+			return filepath.Join(d.Path(), r.SigningKey().KID+".pem")
+		}},
+		{"active encryption key", func(d *keys.Dir, r *keys.Ring) string {
+			return filepath.Join(d.Path(), "enc-"+r.EncryptionKey().KID+".jwk")
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d, _ := newDir(t, "ES256")
+			var logs syncbuf.Buffer
+			s, err := keys.NewStore(d, retention, slog.New(slog.NewJSONHandler(&logs, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			good := s.Current()
+			path := tc.target(d, good)
+			saved, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			replaceWithFIFO(t, path)
+
+			if err := within(t, "Reload", s.Reload); !errors.Is(err, keys.ErrNotRegular) {
+				t.Fatalf("Reload with a FIFO as the %s: %v, want ErrNotRegular", tc.name, err)
+			}
+			if err := within(t, "Load", func() error { _, err := d.Load(retention); return err }); !errors.Is(err, keys.ErrNotRegular) {
+				t.Errorf("Load with a FIFO as the %s: %v, want ErrNotRegular", tc.name, err)
+			}
+			if !strings.Contains(logs.String(), `"level":"ERROR"`) || !strings.Contains(logs.String(), "FIFO") {
+				t.Errorf("no ERROR naming the FIFO: %s", logs.String())
+			}
+			if s.Current() != good {
+				t.Error("the FIFO replaced the last good keys")
+			}
+			var stale *keys.StaleError
+			if err := s.Stale(0); !errors.As(err, &stale) || !strings.Contains(stale.Error(), "not a regular file") {
+				t.Errorf("Stale(0) while failing = %v, want a StaleError saying why", err)
+			}
+			if strings.Contains(stale.Error(), d.Path()) || strings.Contains(stale.Error(), good.SigningKey().KID) {
+				t.Errorf("the stale error names paths or kids: %s", stale.Error())
+			}
+			if err := s.Stale(time.Hour); err != nil {
+				t.Errorf("Stale(1h) right after the first failure = %v, want nil", err)
+			}
+
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go s.Watch(ctx, 10*time.Millisecond)
+			// The poll keeps running: an error per tick is not logged,
+			// but the repair below is noticed only by polling.
+			tmp := path + ".new"
+			if err := os.WriteFile(tmp, saved, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(tmp, path); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Rotate(true); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "the poll loads the rotation made after the FIFO", func() bool {
+				return s.Current().SigningKey().KID != good.SigningKey().KID
+			})
+			if err := s.Stale(0); err != nil {
+				t.Errorf("Stale after a good load = %v, want nil", err)
+			}
+		})
+	}
+}
+
+// TestUnsafePermissionsAreRefusedOnEveryReload: a directory, manifest or
+// key file made writable by group or others after start is refused on the
+// next reload (ErrUnsafePermissions, an ERROR), the last good keys keep
+// serving, the poll notices a chmod alone, and undoing it heals.
+func TestUnsafePermissionsAreRefusedOnEveryReload(t *testing.T) {
+	tests := []struct {
+		name   string
+		target func(d *keys.Dir) string
+		mode   os.FileMode
+		safe   os.FileMode
+	}{
+		{"directory group-writable", func(d *keys.Dir) string { return d.Path() }, 0o770, 0o700},
+		{"directory world-writable", func(d *keys.Dir) string { return d.Path() }, 0o703, 0o700},
+		{"manifest group-writable", func(d *keys.Dir) string { return filepath.Join(d.Path(), "keyset.json") }, 0o620, 0o600},
+		{"signing key world-writable", func(d *keys.Dir) string { return firstMatch(d, "*.pem") }, 0o602, 0o600},
+		{"encryption key group-writable", func(d *keys.Dir) string { return firstMatch(d, "enc-*.jwk") }, 0o660, 0o600},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d, _ := newDir(t, "ES256")
+			var logs syncbuf.Buffer
+			s, err := keys.NewStore(d, retention, slog.New(slog.NewJSONHandler(&logs, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			good := s.Current()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go s.Watch(ctx, 10*time.Millisecond)
+
+			p := tc.target(d)
+			if err := os.Chmod(p, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "the poll notices the chmod", func() bool { return s.Stale(0) != nil })
+			if err := s.Reload(); !errors.Is(err, keys.ErrUnsafePermissions) {
+				t.Fatalf("Reload with %s: %v, want ErrUnsafePermissions", tc.name, err)
+			}
+			if _, err := keys.NewStore(d, retention, nil); !errors.Is(err, keys.ErrUnsafePermissions) {
+				t.Errorf("NewStore with %s: %v, want ErrUnsafePermissions", tc.name, err)
+			}
+			if s.Current() != good {
+				t.Error("unsafe permissions replaced the last good keys")
+			}
+			if !strings.Contains(logs.String(), `"level":"ERROR"`) || !strings.Contains(logs.String(), "writable by group or others") {
+				t.Errorf("no ERROR saying why: %s", logs.String())
+			}
+			if err := os.Chmod(p, tc.safe); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "the poll heals after the chmod is undone", func() bool { return s.Stale(0) == nil })
+		})
+	}
+}
+
+// TestForeignOwnerWarnsOnReload: a key file that comes to belong to a user
+// who is neither the serving user nor root is loaded but warned about on
+// the next reload, naming the file and uid only.
+func TestForeignOwnerWarnsOnReload(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown to another user needs root")
+	}
+	d, _ := newDir(t, "ES256")
+	var logs syncbuf.Buffer
+	s, err := keys.NewStore(d, retention, slog.New(slog.NewJSONHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), `"level":"WARN"`) {
+		t.Fatalf("a fresh directory warns: %s", logs.String())
+	}
+	p := firstMatch(d, "*.pem")
+	if err := os.Chown(p, 4242, 4242); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); err != nil {
+		t.Fatalf("Reload with a foreign owner: %v, want a warning only", err)
+	}
+	if !strings.Contains(logs.String(), `"level":"WARN"`) || !strings.Contains(logs.String(), "owned by uid 4242") ||
+		!strings.Contains(logs.String(), filepath.Base(p)) {
+		t.Errorf("no WARN naming the file and its owner: %s", logs.String())
 	}
 }
