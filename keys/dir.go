@@ -16,6 +16,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -390,7 +391,9 @@ func expired(e entry, retention time.Duration, now time.Time) bool {
 func (d *Dir) CheckPermissions() []string {
 	var out []string
 	if st, err := os.Stat(d.path); err == nil {
-		if st.Mode().Perm()&0o077 != 0 {
+		// On a read-only mount (a Kubernetes Secret volume is 1777 there)
+		// the directory's bits let others list key names at most.
+		if st.Mode().Perm()&0o077 != 0 && !readOnlyFS(d.path) {
 			out = append(out, fmt.Sprintf("keys directory %s is open to group or others (mode %04o); run: chmod 700 %s",
 				d.path, st.Mode().Perm(), d.path))
 		}
@@ -417,7 +420,7 @@ func (d *Dir) CheckPermissions() []string {
 		if e.Name() == ManifestFile {
 			what = "manifest"
 		}
-		if st.Mode().Perm()&0o077 != 0 {
+		if st.Mode().Perm()&0o077 != 0 && !ownGroupOnly(st) {
 			out = append(out, fmt.Sprintf("%s %s is readable by group or others (mode %04o); run: chmod 600 %s",
 				what, p, st.Mode().Perm(), p))
 		}
@@ -426,6 +429,21 @@ func (d *Dir) CheckPermissions() []string {
 		}
 	}
 	return out
+}
+
+// ownGroupOnly reports whether st is readable by its group only, and that group
+// is one of the serving process's own: what Kubernetes makes of a Secret
+// mounted for a non-root pod (fsGroup), which is no exposure to warn about.
+func ownGroupOnly(st fs.FileInfo) bool {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok || st.Mode().Perm()&0o027 != 0 {
+		return false
+	}
+	if int(sys.Gid) == os.Getegid() {
+		return true
+	}
+	groups, err := os.Getgroups()
+	return err == nil && slices.Contains(groups, int(sys.Gid))
 }
 
 // lock takes the directory's exclusive flock, so two processes never

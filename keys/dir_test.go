@@ -335,7 +335,7 @@ func TestCheckPermissionsFlags(t *testing.T) {
 	}{
 		{"signing key 0644", func(d *keys.Dir) string { return firstMatch(d, "*.pem") }, 0o644, "key file"},
 		{"encryption key 0604", func(d *keys.Dir) string { return firstMatch(d, "enc-*.jwk") }, 0o604, "key file"},
-		{"manifest 0640", func(d *keys.Dir) string { return filepath.Join(d.Path(), "keyset.json") }, 0o640, "manifest"},
+		{"manifest 0604", func(d *keys.Dir) string { return filepath.Join(d.Path(), "keyset.json") }, 0o604, "manifest"},
 		{"manifest writable 0620", func(d *keys.Dir) string { return filepath.Join(d.Path(), "keyset.json") }, 0o620, "manifest"},
 		{"directory 0755", func(d *keys.Dir) string { return d.Path() }, 0o755, "keys directory"},
 	}

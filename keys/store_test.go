@@ -412,3 +412,36 @@ func TestForeignOwnerWarnsOnReload(t *testing.T) {
 		t.Errorf("no WARN naming the file and its owner: %s", logs.String())
 	}
 }
+
+// TestOwnGroupReadableIsNotAWarning: a key file open to its group only, where
+// that group is the serving process's own (Kubernetes' fsGroup on a Secret
+// mounted for a non-root pod), is no exposure; another group, or others,
+// still draw the warning.
+func TestOwnGroupReadableIsNotAWarning(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown to another group needs root")
+	}
+	d, _ := newDir(t, "ES256")
+	p := firstMatch(d, "*.pem")
+	for _, tt := range []struct {
+		gid  int
+		mode os.FileMode
+		warn bool
+	}{
+		{os.Getegid(), 0o640, false},
+		{os.Getegid(), 0o440, false},
+		{4242, 0o640, true},
+		{os.Getegid(), 0o644, true},
+	} {
+		if err := os.Chown(p, 0, tt.gid); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, tt.mode); err != nil {
+			t.Fatal(err)
+		}
+		warned := strings.Contains(strings.Join(d.CheckPermissions(), "\n"), "readable by group or others")
+		if warned != tt.warn {
+			t.Errorf("gid %d mode %04o: warned = %v, want %v", tt.gid, tt.mode, warned, tt.warn)
+		}
+	}
+}
