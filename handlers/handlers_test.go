@@ -54,6 +54,9 @@ type fixture struct {
 	wx     *emulator.Emulator
 	tokens *token.Service
 	logs   *syncbuf.Buffer
+	dir    *keys.Dir
+	store  *keys.Store
+	wxURL  string
 }
 
 type options struct {
@@ -63,6 +66,8 @@ type options struct {
 	userRate       float64 // burst 2
 	trusted        []*net.IPNet
 	requestTimeout time.Duration
+	cacheEntries   int              // verified-token cache; 0 is off
+	now            func() time.Time // the token service's clock; time.Now if nil
 }
 
 func newFixture(t testing.TB, o options) *fixture {
@@ -87,7 +92,7 @@ func newFixture(t testing.TB, o options) *fixture {
 		t.Fatal(err)
 	}
 	tokens, err := token.New(token.Config{Issuer: "https://wxtoken.test", TTL: time.Hour, Leeway: 30 * time.Second,
-		Audiences: []string{appA, appB}, Keys: store})
+		Audiences: []string{appA, appB}, Keys: store, CacheEntries: o.cacheEntries, Now: o.now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +118,7 @@ func newFixture(t testing.TB, o options) *fixture {
 	}
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	return &fixture{srv: srv, wx: wx, tokens: tokens, logs: logs}
+	return &fixture{srv: srv, wx: wx, tokens: tokens, logs: logs, dir: dir, store: store, wxURL: wxSrv.URL}
 }
 
 type answer struct {
