@@ -95,7 +95,7 @@ type Config struct {
 	Audiences []string
 	Keys      KeySource
 	Now       func() time.Time
-	// CacheEntries bounds the cache of verified tokens (see Cache); 0 turns
+	// CacheEntries bounds the cache of verified tokens (see Verify); 0 turns
 	// the cache off, so every Verify checks the signature and opens wxsk.
 	CacheEntries int
 }
