@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/wxtoken/wxtoken/secret"
+	"github.com/wxtoken/wxtoken/token"
 	"github.com/wxtoken/wxtoken/wechat"
 )
 
@@ -41,6 +42,7 @@ const (
 	retentionSlack        = 5 * time.Minute
 	maxSecretFileBytes    = 4 << 10
 	minRotateToMaxAgeRate = 2
+	maxTokenCacheEntries  = 1_000_000 // about 630 MB of verified tokens
 )
 
 // config is everything serve and keys need, read once from the environment
@@ -68,6 +70,7 @@ type config struct {
 	IdleTimeout         time.Duration
 	JWKSMaxAge          time.Duration
 	UpstreamConcurrency int
+	TokenCacheEntries   int
 	LogLevel            slog.Level
 	Dev                 bool
 
@@ -138,6 +141,7 @@ func loadConfig(getenv func(string) string) *config {
 	c.IdleTimeout = c.duration(getenv, "WXTOKEN_IDLE_TIMEOUT", defaultIdleTimeout)
 	c.JWKSMaxAge = c.duration(getenv, "WXTOKEN_JWKS_MAX_AGE", defaultJWKSMaxAge)
 	c.UpstreamConcurrency = c.integer(getenv, "WXTOKEN_UPSTREAM_CONCURRENCY", defaultUpstreamLimit)
+	c.TokenCacheEntries = c.integer(getenv, "WXTOKEN_TOKEN_CACHE_ENTRIES", token.DefaultCacheEntries)
 	if lv := getenv("WXTOKEN_LOG_LEVEL"); lv != "" {
 		if err := c.LogLevel.UnmarshalText([]byte(lv)); err != nil {
 			c.problems = append(c.problems, "WXTOKEN_LOG_LEVEL must be debug, info, warn or error")
@@ -281,6 +285,7 @@ func (c *config) check() []string {
 		{c.IdleTimeout < 100*time.Millisecond || c.IdleTimeout > time.Hour, "WXTOKEN_IDLE_TIMEOUT must be between 100ms and 1h"},
 		{c.JWKSMaxAge < 0 || c.JWKSMaxAge > time.Hour, "WXTOKEN_JWKS_MAX_AGE must be between 0 and 1h"},
 		{c.UpstreamConcurrency < 1, "WXTOKEN_UPSTREAM_CONCURRENCY must be at least 1"},
+		{c.TokenCacheEntries < 0 || c.TokenCacheEntries > maxTokenCacheEntries, "WXTOKEN_TOKEN_CACHE_ENTRIES must be between 0 (off) and 1000000"},
 	}
 	problems := append([]string(nil), c.problems...)
 	for _, ch := range checks {

@@ -116,6 +116,7 @@ func TestOpenAPIAnswersMatchSpec(t *testing.T) {
 		name, method, path, bearer, body string
 		header                           map[string]string
 		status                           int
+		secondAuthorization              string // sent as a second Authorization header
 	}
 	exchanges := []exchange{
 		{name: "login", method: "POST", path: "/v1/login", body: `{"code":"spec-code-2"}`, status: 200},
@@ -137,6 +138,8 @@ func TestOpenAPIAnswersMatchSpec(t *testing.T) {
 		{name: "phone bad code", method: "POST", path: "/v1/phone-number", bearer: tok, body: `{"code":"err-40029"}`, status: 400},
 		{name: "session check", method: "POST", path: "/v1/session/check", bearer: tok, status: 200},
 		{name: "session check bad token", method: "POST", path: "/v1/session/check", bearer: "x.y.z", status: 401},
+		{name: "session check two authorization headers", method: "POST", path: "/v1/session/check", bearer: tok, secondAuthorization: "Bearer " + tok, status: 400},
+		{name: "decrypt two authorization headers", method: "POST", path: "/v1/decrypt", bearer: tok, body: string(enc.Body), secondAuthorization: "Bearer x.y.z", status: 400},
 		{name: "dev encrypt", method: "POST", path: "/dev/encrypt", bearer: tok, body: `{"a":1}`, status: 200},
 		{name: "jwks", method: "GET", path: "/.well-known/jwks.json", status: 200},
 		{name: "jwks not modified", method: "GET", path: "/.well-known/jwks.json", header: map[string]string{"If-None-Match": etag}, status: 304},
@@ -158,6 +161,9 @@ func TestOpenAPIAnswersMatchSpec(t *testing.T) {
 			}
 			for k, v := range ex.header {
 				req.Header.Set(k, v)
+			}
+			if ex.secondAuthorization != "" {
+				req.Header.Add("Authorization", ex.secondAuthorization)
 			}
 			if ex.status == http.StatusMethodNotAllowed {
 				// The spec has no operation to match; the answer is still a Problem.

@@ -41,6 +41,7 @@ Environment:
   WXTOKEN_USER_BURST           their burst per user (default 10)
   WXTOKEN_TRUSTED_PROXIES      IPs/CIDRs whose X-Forwarded-For is believed (default none)
   WXTOKEN_UPSTREAM_CONCURRENCY WeChat calls in flight at most, for logins and other calls each (default 64)
+  WXTOKEN_TOKEN_CACHE_ENTRIES  verified tokens kept in memory, about 630 B each (default 10000; 0 = off)
   WXTOKEN_ROTATE_EVERY         automatic key rotation period (default off)
   WXTOKEN_RELOAD_INTERVAL      how often the keys directory is checked for changes (default 2s)
   WXTOKEN_JWKS_MAX_AGE         Cache-Control max-age of the JWKS (default 5m)

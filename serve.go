@@ -175,6 +175,9 @@ func newApp(cfg *config, logger *slog.Logger) (*app, error) {
 		Leeway:    cfg.Leeway,
 		Audiences: []string{cfg.AppID},
 		Keys:      store,
+		// Verified tokens are kept (bounded, dropped on any key reload) so
+		// a token's signature is checked once, not on every bearer call.
+		CacheEntries: cfg.TokenCacheEntries,
 	})
 	if err != nil {
 		return nil, err

@@ -16,8 +16,17 @@ const (
 
 // bearer authenticates a route with the access token (RFC 6750). A missing
 // token answers a bare challenge; a bad one adds error="invalid_token".
+// Several Authorization headers are a malformed request (400,
+// error="invalid_request"): picking one silently would let a proxy and
+// wxtoken disagree on who the caller is.
 func (h *server) bearer(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
+		authorization := c.Request().Header.Values(echo.HeaderAuthorization)
+		if len(authorization) > 1 {
+			p := kindInvalidRequest.problemf("Send one Authorization header; this request has %d.", len(authorization))
+			p.wwwAuthenticate = `Bearer realm="wxtoken", error="invalid_request", error_description="more than one Authorization header"`
+			return p
+		}
 		raw, given := bearerToken(c.Request().Header.Get(echo.HeaderAuthorization))
 		if !given {
 			p := kindUnauthorized.problem("Send the access token from /v1/login as Authorization: Bearer <token>.")

@@ -54,6 +54,9 @@ type fixture struct {
 	wx     *emulator.Emulator
 	tokens *token.Service
 	logs   *syncbuf.Buffer
+	dir    *keys.Dir
+	store  *keys.Store
+	wxURL  string
 }
 
 type options struct {
@@ -63,6 +66,8 @@ type options struct {
 	userRate       float64 // burst 2
 	trusted        []*net.IPNet
 	requestTimeout time.Duration
+	cacheEntries   int              // verified-token cache; 0 is off
+	now            func() time.Time // the token service's clock; time.Now if nil
 }
 
 func newFixture(t testing.TB, o options) *fixture {
@@ -87,7 +92,7 @@ func newFixture(t testing.TB, o options) *fixture {
 		t.Fatal(err)
 	}
 	tokens, err := token.New(token.Config{Issuer: "https://wxtoken.test", TTL: time.Hour, Leeway: 30 * time.Second,
-		Audiences: []string{appA, appB}, Keys: store})
+		Audiences: []string{appA, appB}, Keys: store, CacheEntries: o.cacheEntries, Now: o.now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +118,7 @@ func newFixture(t testing.TB, o options) *fixture {
 	}
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	return &fixture{srv: srv, wx: wx, tokens: tokens, logs: logs}
+	return &fixture{srv: srv, wx: wx, tokens: tokens, logs: logs, dir: dir, store: store, wxURL: wxSrv.URL}
 }
 
 type answer struct {
@@ -619,9 +624,11 @@ func TestRequestTimeoutAnswersProblem(t *testing.T) {
 // BenchmarkHTTP measures whole requests over loopback through the real
 // middleware chain: a login (WeChat emulated in process, so this is
 // wxtoken's own cost plus one loopback round trip to the emulator), and the
-// Bearer calls that only need the token: decrypt and userinfo.
+// Bearer calls that only need the token: decrypt and userinfo, with the
+// verified-token cache as served (its default size), and without it
+// ("-nocache": a signature check and an AES-GCM open on every call).
 func BenchmarkHTTP(b *testing.B) {
-	f := newFixture(b, options{dev: true})
+	f := newFixture(b, options{dev: true, cacheEntries: token.DefaultCacheEntries})
 	b.Run("login", func(b *testing.B) {
 		i := 0
 		for b.Loop() {
@@ -629,16 +636,22 @@ func BenchmarkHTTP(b *testing.B) {
 			f.login(b, appA, "bench-"+strconv.Itoa(i))
 		}
 	})
-	tok := f.login(b, appA, "bench-user")
-	enc := f.post(b, "/dev/encrypt", tok, `{"nickName":"Band","gender":1,"city":"Guangzhou"}`)
-	for _, path := range []string{"/v1/decrypt", "/v1/userinfo"} {
-		b.Run(strings.TrimPrefix(path, "/v1/"), func(b *testing.B) {
-			for b.Loop() {
-				if a := f.post(b, path, tok, string(enc.body)); a.status != 200 {
-					b.Fatalf("%d %s", a.status, a.body)
+	nocache := newFixture(b, options{dev: true})
+	for _, fx := range []struct {
+		suffix string
+		f      *fixture
+	}{{"", f}, {"-nocache", nocache}} {
+		tok := fx.f.login(b, appA, "bench-user")
+		enc := fx.f.post(b, "/dev/encrypt", tok, `{"nickName":"Band","gender":1,"city":"Guangzhou"}`)
+		for _, path := range []string{"/v1/decrypt", "/v1/userinfo"} {
+			b.Run(strings.TrimPrefix(path, "/v1/")+fx.suffix, func(b *testing.B) {
+				for b.Loop() {
+					if a := fx.f.post(b, path, tok, string(enc.body)); a.status != 200 {
+						b.Fatalf("%d %s", a.status, a.body)
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 	b.Run("jwks", func(b *testing.B) {
 		for b.Loop() {

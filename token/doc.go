@@ -12,6 +12,12 @@
 // what replaces the classic "3rd_session" table: no storage is needed to go
 // from a token back to the session_key.
 //
+// Verify refuses a token living longer than MaxLifetime and NumericDates
+// that are not JSON numbers. With Config.CacheEntries it remembers tokens it
+// verified (by SHA-256, bounded, until exp plus the leeway, under the key
+// ring that verified them), so a token's signature is checked once per
+// key ring rather than on every call.
+//
 //	svc, _ := token.New(token.Config{Issuer: iss, TTL: 2 * time.Hour, Audiences: []string{appid}, Keys: store})
 //	issued, _ := svc.Issue(ctx, token.Identity{AppID: appid, OpenID: openid, SessionKey: sk})
 //	session, err := svc.Verify(ctx, issued.Token) // session.SessionKey is usable in memory

@@ -71,3 +71,39 @@ func FuzzSessionKeyClaim(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCachedVerifyAgrees: for any input, a service with the verified-token
+// cache answers, on first use and on reuse, exactly what a service without
+// it answers (same session, or an error with the same text).
+func FuzzCachedVerifyAgrees(f *testing.F) {
+	d, _ := mustDir(f, "ES256")
+	ring := mustRing(f, d)
+	clk := &clock{time.Now()}
+	plain := mustService(f, ring, clk)
+	cached, err := token.New(token.Config{Issuer: issuer, TTL: 2 * time.Hour, Leeway: 30 * time.Second,
+		Audiences: []string{appID}, Keys: staticKeys{ring}, Now: clk.now, CacheEntries: 64})
+	if err != nil {
+		f.Fatal(err)
+	}
+	issued, err := plain.Issue(context.Background(), token.Identity{AppID: appID, OpenID: openID, SessionKey: skText})
+	if err != nil {
+		f.Fatal(err)
+	}
+	parts := strings.Split(issued.Token, ".")
+	f.Add(issued.Token)
+	f.Add(issued.Token + "A")
+	f.Add(parts[0] + "." + parts[1] + ".")
+	f.Add("a.b.c")
+	f.Fuzz(func(t *testing.T, raw string) {
+		want, wantErr := plain.Verify(context.Background(), raw)
+		for _, round := range []string{"first", "again"} {
+			got, err := cached.Verify(context.Background(), raw)
+			if (err == nil) != (wantErr == nil) || err != nil && err.Error() != wantErr.Error() {
+				t.Fatalf("%s use: cached err %v, plain err %v", round, err, wantErr)
+			}
+			if err == nil && *got != *want {
+				t.Fatalf("%s use: cached %+v, plain %+v", round, got, want)
+			}
+		}
+	})
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -37,6 +38,12 @@ const (
 
 // DefaultLeeway tolerates clock skew between replicas and downstream services.
 const DefaultLeeway = 30 * time.Second
+
+// MaxLifetime is the longest TTL the service accepts, and so the longest
+// exp - iat that Verify accepts: a token claiming to live longer was not
+// issued by this service as configured, whoever signed it, so a leaked
+// signing key cannot mint century-long tokens.
+const MaxLifetime = 24 * time.Hour
 
 // ErrInvalid is returned, wrapped, for every token that must be refused. The
 // wrapped message says why, for logs; callers answer with nothing more than
@@ -88,12 +95,20 @@ type Config struct {
 	Audiences []string
 	Keys      KeySource
 	Now       func() time.Time
+	// CacheEntries bounds the cache of verified tokens (see Verify); 0 turns
+	// the cache off, so every Verify checks the signature and opens wxsk.
+	CacheEntries int
 }
 
 // Service issues and verifies tokens. It holds no per-user state: everything
-// a later call needs travels inside the token.
+// a later call needs travels inside the token (the optional cache only
+// remembers what verifying a token already proved).
 type Service struct {
 	cfg Config
+	// validator checks the time and audience claims; the same one runs on
+	// a fresh verification and on a cache hit, so both refuse alike.
+	validator *jwt.Validator
+	cache     *cache
 }
 
 // claims is the wire form of a token's payload.
@@ -102,6 +117,38 @@ type claims struct {
 	ClientID   string `json:"client_id"`
 	UnionID    string `json:"unionid,omitempty"`
 	SessionKey string `json:"wxsk"`
+}
+
+// UnmarshalJSON refuses exp, iat and nbf unless they are JSON numbers, as
+// RFC 7519 defines a NumericDate: jwt.NumericDate also takes a quoted
+// number ("1700000000"), which no issuer of ours writes, and a verifier
+// that is lenient where others are strict invites confusion between them.
+func (c *claims) UnmarshalJSON(b []byte) error {
+	var dates struct {
+		Exp json.RawMessage `json:"exp"`
+		Iat json.RawMessage `json:"iat"`
+		Nbf json.RawMessage `json:"nbf"`
+	}
+	if err := json.Unmarshal(b, &dates); err != nil {
+		return err
+	}
+	for _, d := range []struct {
+		name string
+		raw  json.RawMessage
+	}{{"exp", dates.Exp}, {"iat", dates.Iat}, {"nbf", dates.Nbf}} {
+		if d.raw != nil && !isJSONNumber(d.raw) {
+			return fmt.Errorf("claim %s is not a JSON number", d.name)
+		}
+	}
+	type plain claims // the same fields without this method, so no recursion
+	return json.Unmarshal(b, (*plain)(c))
+}
+
+// isJSONNumber tells a JSON number from the other values a json.RawMessage
+// may hold (string, null, object, array, true, false) by its first byte;
+// the full decode after it checks the rest.
+func isJSONNumber(raw json.RawMessage) bool {
+	return len(raw) > 0 && (raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9')
 }
 
 // New checks the configuration and builds a Service.
@@ -118,13 +165,30 @@ func New(cfg Config) (*Service, error) {
 	if len(cfg.Audiences) == 0 {
 		return nil, errors.New("token: at least one audience (appid) is required")
 	}
+	if cfg.TTL > MaxLifetime {
+		return nil, fmt.Errorf("token: TTL must be at most %v", MaxLifetime)
+	}
 	if cfg.Leeway < 0 {
 		return nil, errors.New("token: leeway must not be negative")
+	}
+	if cfg.CacheEntries < 0 {
+		return nil, errors.New("token: cache entries must not be negative")
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{cfg: cfg}, nil
+	s := &Service{cfg: cfg, validator: jwt.NewValidator(
+		jwt.WithIssuer(cfg.Issuer),
+		jwt.WithAudience(cfg.Audiences...),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(cfg.Leeway),
+		jwt.WithTimeFunc(cfg.Now),
+	)}
+	if cfg.CacheEntries > 0 {
+		s.cache = newCache(cfg.CacheEntries)
+	}
+	return s, nil
 }
 
 // TTL is how long issued tokens live.
@@ -192,6 +256,12 @@ func (s *Service) Issue(_ context.Context, id Identity) (Issued, error) {
 // Verify checks everything about raw that RFC 8725 asks of a verifier and
 // opens the sealed session_key. Any failure wraps ErrInvalid (and ErrExpired
 // when the token is merely too old).
+//
+// With a cache (Config.CacheEntries), a token verified before under the
+// same key ring skips the signature check and the AES-GCM open; its time
+// claims are checked again on every hit by the same validator, so a hit
+// answers exactly what a fresh verification would. Failures are never
+// cached.
 func (s *Service) Verify(_ context.Context, raw string) (*Session, error) {
 	if len(raw) > MaxTokenBytes {
 		return nil, invalid("token is %d bytes, over the %d limit", len(raw), MaxTokenBytes)
@@ -203,28 +273,72 @@ func (s *Service) Verify(_ context.Context, raw string) (*Session, error) {
 	if ring == nil {
 		return nil, errors.New("token: verify: no keys loaded")
 	}
+	if s.cache == nil {
+		v, err := s.verify(ring, raw)
+		if err != nil {
+			return nil, err
+		}
+		return v.session(), nil
+	}
+	key := cacheKey(raw)
+	if v, ok := s.cache.get(key, ring); ok {
+		if err := s.validate(&v.registered); err != nil {
+			s.cache.drop(key)
+			return nil, err
+		}
+		return v.session(), nil
+	}
+	v, err := s.verify(ring, raw)
+	if err != nil {
+		return nil, err
+	}
+	s.cache.put(key, v, v.registered.ExpiresAt.Add(s.cfg.Leeway).Sub(s.cfg.Now()))
+	return v.session(), nil
+}
+
+// verified is what verifying a token proved: the session it speaks for,
+// the registered claims whose time checks must hold on every use, and the
+// ring that proved it.
+type verified struct {
+	ring       *keys.Ring
+	registered jwt.RegisteredClaims
+	sess       Session
+	// ttl is how long a cache may keep it: until exp plus the leeway.
+	ttl time.Duration
+}
+
+// session is a copy of v's session, so no caller can change what the
+// cache answers to the next one.
+func (v *verified) session() *Session {
+	sess := v.sess
+	return &sess
+}
+
+// verify is the full check of raw against ring: header, signature, claims
+// and the sealed session_key.
+func (s *Service) verify(ring *keys.Ring, raw string) (*verified, error) {
 	parser := jwt.NewParser(
 		jwt.WithValidMethods(ring.Algorithms()),
-		jwt.WithIssuer(s.cfg.Issuer),
-		jwt.WithAudience(s.cfg.Audiences...),
-		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
-		jwt.WithLeeway(s.cfg.Leeway),
-		jwt.WithTimeFunc(s.cfg.Now),
 		jwt.WithStrictDecoding(),
+		// The claims are checked below by s.validator, the one a cache
+		// hit uses too; the parser checks the signature first either way.
+		jwt.WithoutClaimsValidation(),
 	)
 	var c claims
 	_, err := parser.ParseWithClaims(raw, &c, func(t *jwt.Token) (any, error) {
 		return verificationKey(ring, t)
 	})
 	if err != nil {
-		if errors.Is(err, jwt.ErrTokenExpired) {
-			return nil, fmt.Errorf("%w: %w: %w", ErrInvalid, ErrExpired, err)
-		}
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if err := s.validate(&c.RegisteredClaims); err != nil {
+		return nil, err
 	}
 	if c.Subject == "" || c.ID == "" || c.IssuedAt == nil {
 		return nil, invalid("sub, jti and iat are required")
+	}
+	if life := c.ExpiresAt.Sub(c.IssuedAt.Time); life > MaxLifetime {
+		return nil, invalid("lifetime exp - iat of %v is over the %v limit", life, MaxLifetime)
 	}
 	if len(c.Audience) != 1 || c.ClientID != c.Audience[0] {
 		return nil, invalid("exactly one audience, equal to client_id, is required")
@@ -234,17 +348,35 @@ func (s *Service) Verify(_ context.Context, raw string) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Session{
-		Identity: Identity{
-			AppID:      appID,
-			OpenID:     c.Subject,
-			UnionID:    c.UnionID,
-			SessionKey: sk,
+	return &verified{
+		ring:       ring,
+		registered: c.RegisteredClaims,
+		sess: Session{
+			Identity: Identity{
+				AppID:      appID,
+				OpenID:     c.Subject,
+				UnionID:    c.UnionID,
+				SessionKey: sk,
+			},
+			ID:        c.ID,
+			IssuedAt:  c.IssuedAt.Time,
+			ExpiresAt: c.ExpiresAt.Time,
 		},
-		ID:        c.ID,
-		IssuedAt:  c.IssuedAt.Time,
-		ExpiresAt: c.ExpiresAt.Time,
 	}, nil
+}
+
+// validate checks the registered claims against the clock (exp, iat and nbf,
+// with the leeway), the issuer and the audience. It wraps its refusal as
+// the parser would (jwt.ErrTokenInvalidClaims), with ErrExpired for age.
+func (s *Service) validate(rc *jwt.RegisteredClaims) error {
+	err := s.validator.Validate(rc)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, jwt.ErrTokenExpired) {
+		return fmt.Errorf("%w: %w: %w: %w", ErrInvalid, ErrExpired, jwt.ErrTokenInvalidClaims, err)
+	}
+	return fmt.Errorf("%w: %w: %w", ErrInvalid, jwt.ErrTokenInvalidClaims, err)
 }
 
 // verificationKey pins the key to the header: the kid must name a key we

@@ -10,7 +10,9 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -232,6 +234,16 @@ func TestVerifyRejects(t *testing.T) {
 		{"garbage", "a.b.c", false},
 		{"empty", "", false},
 		{"non-canonical base64 signature", parts[0] + "." + parts[1] + "." + parts[2] + "=", false},
+		// Issue 11.13: a leaked signing key must not mint long-lived tokens,
+		// and NumericDates are JSON numbers, never strings.
+		{"lifetime over 24h", withC("exp", now+int64(token.MaxLifetime/time.Second)+1), false},
+		{"century-long lifetime", withC("exp", now+100*365*24*3600), false},
+		{"lifetime over 24h by an old iat", withC("iat", now-int64(token.MaxLifetime/time.Second)-1), false},
+		{"exp as a string", withC("exp", strconv.FormatInt(now+3600, 10)), false},
+		{"iat as a string", withC("iat", strconv.FormatInt(now, 10)), false},
+		{"nbf as a string", withC("nbf", strconv.FormatInt(now-60, 10)), false},
+		{"exp as null", withC("exp", json.RawMessage("null")), false},
+		{"iat as an object", withC("iat", map[string]any{"n": now}), false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -248,6 +260,18 @@ func TestVerifyRejects(t *testing.T) {
 	// Leeway: 29 s of skew is tolerated; 31 s past exp is not (above).
 	if _, err := s.Verify(ctx, withC("exp", now-29)); err != nil {
 		t.Errorf("within leeway: %v", err)
+	}
+	// Exactly the longest lifetime is accepted, and so are numeric dates
+	// with a fraction or an exponent (still JSON numbers), and an nbf.
+	for name, tok := range map[string]string{
+		"lifetime of exactly 24h": withC("exp", now+int64(token.MaxLifetime/time.Second)),
+		"exp with an exponent":    withC("exp", json.RawMessage(fmt.Sprintf("%.9e", float64(now+3600)))),
+		"iat with a fraction":     withC("iat", json.RawMessage(strconv.FormatInt(now, 10)+".5")),
+		"nbf in the past":         withC("nbf", now-60),
+	} {
+		if _, err := s.Verify(ctx, tok); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 	if _, err := s.Verify(ctx, good.Token); err != nil {
 		t.Fatalf("the untouched token must verify: %v", err)
@@ -290,6 +314,8 @@ func TestNewChecksConfig(t *testing.T) {
 		{"no ttl", token.Config{Issuer: issuer, Audiences: []string{appID}, Keys: ks}},
 		{"no audience", token.Config{Issuer: issuer, TTL: time.Hour, Keys: ks}},
 		{"no keys", token.Config{Issuer: issuer, TTL: time.Hour, Audiences: []string{appID}}},
+		{"ttl over the longest lifetime", token.Config{Issuer: issuer, TTL: token.MaxLifetime + time.Second, Audiences: []string{appID}, Keys: ks}},
+		{"negative cache size", token.Config{Issuer: issuer, TTL: time.Hour, Audiences: []string{appID}, Keys: ks, CacheEntries: -1}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
