@@ -141,19 +141,6 @@ type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
-// ipExtractor believes X-Forwarded-For only from listed proxies; otherwise
-// the TCP peer is the client, so a client cannot pick its own rate-limit key.
-func ipExtractor(trusted []*net.IPNet) echo.IPExtractor {
-	if len(trusted) == 0 {
-		return echo.ExtractIPDirect()
-	}
-	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
-	for _, n := range trusted {
-		opts = append(opts, echo.TrustIPRange(n))
-	}
-	return echo.ExtractIPFromXFFHeader(opts...)
-}
-
 // loginLimiter is a token bucket per client (golang.org/x/time/rate inside
 // echo's memory store). Over the limit: 429 with Retry-After.
 func (h *server) loginLimiter() echo.MiddlewareFunc {
