@@ -10,12 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
-	"golang.org/x/time/rate"
 
 	"github.com/wxtoken/wxtoken/secret"
 	"github.com/wxtoken/wxtoken/token"
@@ -141,59 +139,28 @@ type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
-// loginLimiter is a token bucket per client (golang.org/x/time/rate inside
-// echo's memory store). Over the limit: 429 with Retry-After.
+// loginLimiter is a token bucket per client (see keyedLimiter: bounded
+// memory, IPv6 per /64 and per /48). Over the limit: 429 with Retry-After.
 func (h *server) loginLimiter() echo.MiddlewareFunc {
-	return limiter(h.cfg.LoginRate, h.cfg.LoginBurst, func(c echo.Context) string { return clientKey(c.RealIP()) },
+	if h.cfg.LoginRate <= 0 {
+		return func(next echo.HandlerFunc) echo.HandlerFunc { return next }
+	}
+	l := newKeyedLimiter(limiterEntries, h.cfg.LoginRate, h.cfg.LoginBurst, h.cfg.Now)
+	return limitBy(func(c echo.Context) bool { return l.allowClient(c.RealIP()) }, l.retryAfter(),
 		"Too many logins from this address. Retry later.")
 }
 
 // userLimiter is a token bucket per user; it runs after the bearer
 // middleware, which put the verified session in the context.
 func (h *server) userLimiter() echo.MiddlewareFunc {
-	return limiter(h.cfg.UserRate, h.cfg.UserBurst, func(c echo.Context) string {
-		s := sessionOf(c)
-		return s.AppID + "|" + s.OpenID
-	}, "Too many calls for this user. Retry later.")
-}
-
-func limiter(perSecond float64, burst int, key func(echo.Context) string, detail string) echo.MiddlewareFunc {
-	if perSecond <= 0 {
+	if h.cfg.UserRate <= 0 {
 		return func(next echo.HandlerFunc) echo.HandlerFunc { return next }
 	}
-	burst = max(burst, 1)
-	store := middleware.NewRateLimiterMemoryStoreWithConfig(middleware.RateLimiterMemoryStoreConfig{
-		Rate:      rate.Limit(perSecond),
-		Burst:     burst,
-		ExpiresIn: 3 * time.Minute,
-	})
-	retry := max(time.Duration(float64(time.Second)/perSecond), time.Second)
-	limited := func() error { return kindRateLimited.problem(detail).withRetryAfter(retry) }
-	return middleware.RateLimiterWithConfig(middleware.RateLimiterConfig{
-		Store:               store,
-		IdentifierExtractor: func(c echo.Context) (string, error) { return key(c), nil },
-		ErrorHandler:        func(echo.Context, error) error { return limited() },
-		DenyHandler:         func(echo.Context, string, error) error { return limited() },
-	})
-}
-
-// clientKey is the rate-limit key of a client address. An IPv6 client
-// usually holds a whole /64, so the key is the /64: otherwise each of its
-// 2^64 addresses would bring a fresh burst.
-func clientKey(ip string) string {
-	addr, err := netip.ParseAddr(ip)
-	if err != nil {
-		return ip
-	}
-	addr = addr.Unmap()
-	if addr.Is4() {
-		return addr.String()
-	}
-	prefix, err := addr.Prefix(64)
-	if err != nil {
-		return ip
-	}
-	return prefix.String()
+	l := newKeyedLimiter(limiterEntries, h.cfg.UserRate, h.cfg.UserBurst, h.cfg.Now)
+	return limitBy(func(c echo.Context) bool {
+		s := sessionOf(c)
+		return l.allow(s.AppID + "|" + s.OpenID)
+	}, l.retryAfter(), "Too many calls for this user. Retry later.")
 }
 
 // dropUnsafeRequestID keeps a caller's X-Request-Id (a proxy's, for log
