@@ -28,6 +28,8 @@ const (
 	defaultLoginBurst     = 20
 	defaultUserRate       = 2
 	defaultUserBurst      = 10
+	defaultAuthFailRate   = 1
+	defaultAuthFailBurst  = 20
 	defaultReload         = 2 * time.Second
 	defaultShutdownGrace  = 15 * time.Second
 	defaultReadTimeout    = 15 * time.Second
@@ -58,6 +60,8 @@ type config struct {
 	LoginBurst          int
 	UserRate            float64
 	UserBurst           int
+	AuthFailRate        float64
+	AuthFailBurst       int
 	TrustedProxies      []*net.IPNet
 	RotateEvery         time.Duration
 	ReloadInterval      time.Duration
@@ -117,6 +121,8 @@ func loadConfig(getenv func(string) string) *config {
 	c.LoginBurst = c.integer(getenv, "WXTOKEN_LOGIN_BURST", defaultLoginBurst)
 	c.UserRate = c.float(getenv, "WXTOKEN_USER_RATE", defaultUserRate)
 	c.UserBurst = c.integer(getenv, "WXTOKEN_USER_BURST", defaultUserBurst)
+	c.AuthFailRate = c.float(getenv, "WXTOKEN_AUTH_FAIL_RATE", defaultAuthFailRate)
+	c.AuthFailBurst = c.integer(getenv, "WXTOKEN_AUTH_FAIL_BURST", defaultAuthFailBurst)
 	c.TrustedProxies = c.cidrs(getenv, "WXTOKEN_TRUSTED_PROXIES")
 	c.RotateEvery = c.duration(getenv, "WXTOKEN_ROTATE_EVERY", 0)
 	c.ReloadInterval = c.duration(getenv, "WXTOKEN_RELOAD_INTERVAL", defaultReload)
@@ -184,6 +190,8 @@ func (c *config) validate() error {
 		{c.LoginBurst < 1, "WXTOKEN_LOGIN_BURST must be at least 1"},
 		{c.UserRate < 0, "WXTOKEN_USER_RATE must be 0 (off) or positive"},
 		{c.UserBurst < 1, "WXTOKEN_USER_BURST must be at least 1"},
+		{c.AuthFailRate < 0, "WXTOKEN_AUTH_FAIL_RATE must be 0 (off) or positive"},
+		{c.AuthFailBurst < 1, "WXTOKEN_AUTH_FAIL_BURST must be at least 1"},
 		{c.RotateEvery < 0, "WXTOKEN_ROTATE_EVERY must be 0 (off) or positive"},
 		{c.RotateEvery > 0 && c.RotateEvery < minRotateToMaxAgeRate*c.JWKSMaxAge,
 			"WXTOKEN_ROTATE_EVERY must be at least twice WXTOKEN_JWKS_MAX_AGE, so caches see a new key before it signs"},

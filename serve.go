@@ -184,6 +184,8 @@ func newApp(cfg *config, logger *slog.Logger) (*app, error) {
 		LoginBurst:     cfg.LoginBurst,
 		UserRate:       cfg.UserRate,
 		UserBurst:      cfg.UserBurst,
+		AuthFailRate:   cfg.AuthFailRate,
+		AuthFailBurst:  cfg.AuthFailBurst,
 		RequestTimeout: cfg.requestTimeout(),
 		TrustedProxies: cfg.TrustedProxies,
 		JWKSMaxAge:     cfg.JWKSMaxAge,

@@ -1,6 +1,8 @@
 package handlers
 
 import (
+	"errors"
+	"net/http"
 	"net/netip"
 	"sync"
 	"time"
@@ -153,4 +155,44 @@ func clientKeys(ip string) (host, wide string) {
 	p64, _ := addr.Prefix(64)
 	p48, _ := addr.Prefix(48)
 	return p64.String(), p48.String()
+}
+
+// authOKKey marks a request the bearer middleware let through.
+const authOKKey = "wxtoken.authenticated"
+
+// limitAuthFailures wraps the bearer middleware with a limiter of failed
+// authentications per client, built like the login limiter. A client whose
+// failures used up its bucket gets 429 before its token is checked (the
+// check is the cost being limited); a request whose token is good never
+// draws from the bucket, so clients with valid tokens are not slowed.
+func (h *server) limitAuthFailures(bearer echo.MiddlewareFunc) echo.MiddlewareFunc {
+	if h.cfg.AuthFailRate <= 0 {
+		return bearer
+	}
+	l := newKeyedLimiter(limiterEntries, h.cfg.AuthFailRate, h.cfg.AuthFailBurst, h.cfg.Now)
+	retry := l.retryAfter()
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		guarded := bearer(func(c echo.Context) error {
+			c.Set(authOKKey, true)
+			return next(c)
+		})
+		return func(c echo.Context) error {
+			ip := c.RealIP()
+			if l.exhausted(ip) {
+				return kindRateLimited.problem("Too many failed authentications from this address. " +
+					"Log in again for a fresh token, then retry.").withRetryAfter(retry)
+			}
+			err := guarded(c)
+			if ok, _ := c.Get(authOKKey).(bool); !ok && unauthorized(err) {
+				l.spend(ip)
+			}
+			return err
+		}
+	}
+}
+
+// unauthorized reports whether err is a 401 problem: a failed authentication.
+func unauthorized(err error) bool {
+	var p *Problem
+	return errors.As(err, &p) && p.Status == http.StatusUnauthorized
 }

@@ -69,6 +69,12 @@ type Config struct {
 	// app's WeChat quota and upstream slots. 0 turns the limit off.
 	UserRate  float64
 	UserBurst int
+	// AuthFailRate is failed bearer authentications (401s) per second per
+	// client IP (per /64 for IPv6) before the client is refused with 429
+	// without its token being checked: each forged ES256 token costs a
+	// signature check. Valid tokens never draw from it. 0 turns it off.
+	AuthFailRate  float64
+	AuthFailBurst int
 	// RequestTimeout bounds the work a request starts once its body is read
 	// (the WeChat calls), so a slow WeChat gets a 504 problem before the
 	// server's write timeout cuts the connection. 0 means no bound beyond
@@ -119,13 +125,14 @@ func New(cfg Config) (*echo.Echo, error) {
 
 	// The bearer middleware goes on each route, not on a group: a group
 	// with an empty prefix would also guard unknown routes (401, not 404).
-	e.POST("/v1/decrypt", h.decrypt, h.bearer)
-	e.POST("/v1/userinfo", h.userinfo, h.bearer)
+	bearer := h.limitAuthFailures(h.bearer)
+	e.POST("/v1/decrypt", h.decrypt, bearer)
+	e.POST("/v1/userinfo", h.userinfo, bearer)
 	userLimit := h.userLimiter()
-	e.POST("/v1/phone-number", h.phoneNumber, h.bearer, userLimit)
-	e.POST("/v1/session/check", h.sessionCheck, h.bearer, userLimit)
+	e.POST("/v1/phone-number", h.phoneNumber, bearer, userLimit)
+	e.POST("/v1/session/check", h.sessionCheck, bearer, userLimit)
 	if cfg.Dev {
-		e.POST("/dev/encrypt", h.devEncrypt, h.bearer)
+		e.POST("/dev/encrypt", h.devEncrypt, bearer)
 	}
 	return e, nil
 }
