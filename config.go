@@ -34,6 +34,7 @@ const (
 	defaultShutdownGrace  = 15 * time.Second
 	defaultReadTimeout    = 15 * time.Second
 	defaultIdleTimeout    = 2 * time.Minute
+	defaultMaxConns       = 10000
 	defaultJWKSMaxAge     = 5 * time.Minute
 	defaultUpstreamLimit  = 64
 	defaultSigningAlg     = "ES256"
@@ -68,6 +69,7 @@ type config struct {
 	ShutdownGrace       time.Duration
 	ReadTimeout         time.Duration
 	IdleTimeout         time.Duration
+	MaxConns            int
 	JWKSMaxAge          time.Duration
 	UpstreamConcurrency int
 	LogLevel            slog.Level
@@ -129,6 +131,7 @@ func loadConfig(getenv func(string) string) *config {
 	c.ShutdownGrace = c.duration(getenv, "WXTOKEN_SHUTDOWN_GRACE", defaultShutdownGrace)
 	c.ReadTimeout = c.duration(getenv, "WXTOKEN_READ_TIMEOUT", defaultReadTimeout)
 	c.IdleTimeout = c.duration(getenv, "WXTOKEN_IDLE_TIMEOUT", defaultIdleTimeout)
+	c.MaxConns = c.integer(getenv, "WXTOKEN_MAX_CONNS", defaultMaxConns)
 	c.JWKSMaxAge = c.duration(getenv, "WXTOKEN_JWKS_MAX_AGE", defaultJWKSMaxAge)
 	c.UpstreamConcurrency = c.integer(getenv, "WXTOKEN_UPSTREAM_CONCURRENCY", defaultUpstreamLimit)
 	if lv := getenv("WXTOKEN_LOG_LEVEL"); lv != "" {
@@ -199,6 +202,7 @@ func (c *config) validate() error {
 		{c.ShutdownGrace <= 0, "WXTOKEN_SHUTDOWN_GRACE must be positive"},
 		{c.ReadTimeout < 100*time.Millisecond || c.ReadTimeout > 5*time.Minute, "WXTOKEN_READ_TIMEOUT must be between 100ms and 5m"},
 		{c.IdleTimeout < 100*time.Millisecond || c.IdleTimeout > time.Hour, "WXTOKEN_IDLE_TIMEOUT must be between 100ms and 1h"},
+		{c.MaxConns < 1, "WXTOKEN_MAX_CONNS must be at least 1"},
 		{c.JWKSMaxAge < 0 || c.JWKSMaxAge > time.Hour, "WXTOKEN_JWKS_MAX_AGE must be between 0 and 1h"},
 		{c.UpstreamConcurrency < 1, "WXTOKEN_UPSTREAM_CONCURRENCY must be at least 1"},
 	}

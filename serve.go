@@ -91,6 +91,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ConnState:         newConnCap(cfg.MaxConns, logger).track,
 	}
 
 	bg, cancelBG := context.WithCancel(ctx)
