@@ -140,6 +140,9 @@ func TestUserInfoMustBeTheTokensUser(t *testing.T) {
 		// add a second unionId that parsers keeping the first believe.
 		{"duplicate unionId", wechat.Owner{AppID: "wxapp", OpenID: "oAlice", UnionID: "uAlice"},
 			`{"openId":"oAlice","nickName":"x\u00e9\u00a7\u00c3","unionId":"uMallory","nickName2":"","unionId":"uAlice",` + mark, false},
+		{"duplicate unionId in another case", wechat.Owner{AppID: "wxapp", OpenID: "oAlice", UnionID: "uAlice"},
+			`{"openId":"oAlice","UnionID":"uMallory","unionId":"uAlice",` + mark, false},
+		{"openid in lower case inside phone data", wechat.Owner{AppID: "wxapp", OpenID: "oAlice"}, `{"phoneNumber":"1","openid":"oAlice",` + mark, false},
 		{"duplicate nested key", wechat.Owner{AppID: "wxapp", OpenID: "oAlice"},
 			`{"openId":"oAlice","watermark":{"appid":"wxother","appid":"wxapp","timestamp":1}}`, false},
 		{"phone number inside user info", wechat.Owner{AppID: "wxapp", OpenID: "oAlice"}, `{"openId":"oAlice","phoneNumber":"13800000000",` + mark, false},

@@ -196,8 +196,8 @@ func hasPrefix(b, start, rest []byte) int {
 
 func present(v json.RawMessage) int { return subtle.ConstantTimeLessOrEq(1, len(v)) }
 
-// uniqueKeys reports 1 when no JSON object in b repeats a key (and b is
-// well-formed JSON), 0 otherwise.
+// uniqueKeys reports 1 when no JSON object in b repeats a key, compared
+// without case (and b is well-formed JSON), 0 otherwise.
 func uniqueKeys(b []byte) int {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	type frame struct {
@@ -206,10 +206,10 @@ func uniqueKeys(b []byte) int {
 		onKey bool
 	}
 	var stack []frame
-	for {
+	for read := 0; ; read++ {
 		tok, err := dec.Token()
 		if err == io.EOF {
-			return subtle.ConstantTimeEq(int32(len(stack)), 0)
+			return subtle.ConstantTimeEq(int32(len(stack)), 0) & subtle.ConstantTimeLessOrEq(1, read)
 		}
 		if err != nil {
 			return 0
@@ -231,7 +231,10 @@ func uniqueKeys(b []byte) int {
 		}
 		top := &stack[len(stack)-1]
 		if top.onKey {
+			// Case-folded: encoding/json (here and in many downstreams)
+			// matches keys without regard to case.
 			k, _ := tok.(string)
+			k = strings.ToLower(k)
 			if _, dup := top.seen[k]; dup {
 				return 0
 			}

@@ -174,3 +174,29 @@ func TestOwnerRefusalTakesTheAcceptPath(t *testing.T) {
 		t.Errorf("accepting allocates %v times, refusing a rewritten openId %v: the owner check has a path of its own", accept, refuse)
 	}
 }
+
+func TestUniqueKeys(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int
+	}{
+		{`{}`, 1},
+		{`{"a":1,"b":{"a":1},"c":[{"a":1},{"a":2}]}`, 1},
+		{`{"a":[1,{"b":[]}],"b":2}`, 1},
+		{`{"a":1,"a":2}`, 0},
+		{`{"a":1,"A":2}`, 0},
+		{`{"a":1,"\u0061":2}`, 0},
+		{`{"w":{"appid":"x","appid":"y"}}`, 0},
+		{`{"l":[{"k":1,"k":2}]}`, 0},
+		{`{"a":{},"a":[]}`, 0},
+		{`}`, 0},
+		{`{"a":1}}`, 0},
+		{`{"a":1`, 0},
+		{``, 0},
+	}
+	for _, tc := range tests {
+		if got := uniqueKeys([]byte(tc.in)); got != tc.want {
+			t.Errorf("uniqueKeys(%s) = %d, want %d", tc.in, got, tc.want)
+		}
+	}
+}
