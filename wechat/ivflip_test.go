@@ -134,6 +134,7 @@ func TestUserInfoMustBeTheTokensUser(t *testing.T) {
 		{"unionId missing", wechat.Owner{AppID: "wxapp", OpenID: "oAlice", UnionID: "uAlice"}, `{"openId":"oAlice",` + mark, false},
 		{"no openId", wechat.Owner{AppID: "wxapp", OpenID: "oAlice"}, `{"nickName":"Band",` + mark, false},
 		{"openId not first", wechat.Owner{AppID: "wxapp", OpenID: "oAlice"}, `{"nickName":"Band","openId":"oAlice",` + mark, false},
+		{"openid outside WeChat's alphabet", wechat.Owner{AppID: "wxapp", OpenID: `o"x`}, `{"openId":"o\"x",` + mark, false},
 		{"token without openid", wechat.Owner{AppID: "wxapp"}, `{"openId":"",` + mark, false},
 		// A ciphertext block rewritten inside a long string (a nickname)
 		// garbles that block and lets the caller write the next: it could
