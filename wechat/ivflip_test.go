@@ -135,6 +135,10 @@ func TestUserInfoMustBeTheTokensUser(t *testing.T) {
 		{"no openId", wechat.Owner{AppID: "wxapp", OpenID: "oAlice"}, `{"nickName":"Band",` + mark, false},
 		{"openId not first", wechat.Owner{AppID: "wxapp", OpenID: "oAlice"}, `{"nickName":"Band","openId":"oAlice",` + mark, false},
 		{"openid outside WeChat's alphabet", wechat.Owner{AppID: "wxapp", OpenID: `o"x`}, `{"openId":"o\"x",` + mark, false},
+		// A block rewritten inside a string reads as random bytes; it is
+		// answered (and so shown to the caller) only as valid UTF-8.
+		{"string with bytes that are not UTF-8", wechat.Owner{AppID: "wxapp", OpenID: "oAlice"}, "{\"openId\":\"oAlice\",\"nickName\":\"a\xff\xfe\x80b\"," + mark, false},
+		{"string in UTF-8", wechat.Owner{AppID: "wxapp", OpenID: "oAlice"}, `{"openId":"oAlice","nickName":"微信 ✓",` + mark, true},
 		{"token without openid", wechat.Owner{AppID: "wxapp"}, `{"openId":"",` + mark, false},
 		// A ciphertext block rewritten inside a long string (a nickname)
 		// garbles that block and lets the caller write the next: it could
