@@ -38,7 +38,8 @@ Environment:
   WXTOKEN_LOGIN_BURST          login burst per client (default 20)
   WXTOKEN_USER_RATE            phone-number and session-check calls per second per user (default 2; 0 = off)
   WXTOKEN_USER_BURST           their burst per user (default 10)
-  WXTOKEN_AUTH_FAIL_RATE       failed bearer authentications per second per client IP, per /64 (default 1; 0 = off)
+  WXTOKEN_AUTH_FAIL_RATE       failed bearer authentications per second per client IP, per /64, and failed
+                               decrypts per user (default 1; 0 = off)
   WXTOKEN_AUTH_FAIL_BURST      their burst per client (default 20)
   WXTOKEN_TRUSTED_PROXIES      IPs/CIDRs whose X-Forwarded-For is believed (default none)
   WXTOKEN_UPSTREAM_CONCURRENCY WeChat calls in flight at most, for logins and other calls each (default 64)

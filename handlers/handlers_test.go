@@ -717,3 +717,36 @@ func TestFailedAuthenticationsAreLimited(t *testing.T) {
 	}
 	wantProblem(t, f.send(t, http.MethodPost, "/v1/decrypt", nil, map[string]string{"X-Forwarded-For": "198.51.100.9"}), 429, "rate-limited")
 }
+
+// TestFailedDecryptsAreLimitedPerUser: every decrypt attempt with rewritten
+// data asks the session's key a question (AES-CBC has no MAC), so failures
+// are limited per user with the failed-authentication budget; genuine data
+// costs nothing and other users are untouched.
+func TestFailedDecryptsAreLimitedPerUser(t *testing.T) {
+	f := newFixture(t, options{dev: true, authFailRate: 0.01}) // burst 3
+	mallory, alice := f.login(t, appA, "mallory"), f.login(t, appA, "alice-data")
+	enc := f.post(t, "/dev/encrypt", mallory, `{"nickName":"M"}`)
+	if enc.status != 200 {
+		t.Fatalf("dev encrypt: %d %s", enc.status, enc.body)
+	}
+	pair := enc.json(t)
+	good, _ := json.Marshal(map[string]any{"encryptedData": pair["encryptedData"], "iv": pair["iv"]})
+	forged, _ := json.Marshal(map[string]any{"encryptedData": pair["encryptedData"], "iv": "AAAAAAAAAAAAAAAAAAAAAA=="})
+	for i := range 3 {
+		for range 2 {
+			if a := f.post(t, "/v1/decrypt", mallory, string(good)); a.status != 200 {
+				t.Fatalf("genuine data after %d failures: %d %s", i, a.status, a.body)
+			}
+		}
+		wantProblem(t, f.post(t, "/v1/decrypt", mallory, string(forged)), 400, "decryption-failed")
+	}
+	a := f.post(t, "/v1/decrypt", mallory, string(forged))
+	wantProblem(t, a, 429, "rate-limited")
+	if a.header.Get("Retry-After") == "" {
+		t.Error("429 without Retry-After")
+	}
+	withProfile, _ := json.Marshal(map[string]any{"rawData": pair["rawData"], "signature": pair["signature"],
+		"encryptedData": pair["encryptedData"], "iv": "AAAAAAAAAAAAAAAAAAAAAA=="})
+	wantProblem(t, f.post(t, "/v1/userinfo", mallory, string(withProfile)), 429, "rate-limited")
+	wantProblem(t, f.post(t, "/v1/decrypt", alice, string(forged)), 400, "decryption-failed")
+}

@@ -10,6 +10,8 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/labstack/echo/v4"
 	"golang.org/x/time/rate"
+
+	"github.com/wxtoken/wxtoken/wechat"
 )
 
 const (
@@ -119,6 +121,20 @@ func (l *keyedLimiter) spend(ip string) {
 	}
 }
 
+// exhaustedKey and spendKey are exhausted and spend for a plain key.
+func (l *keyedLimiter) exhaustedKey(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets.Peek(key)
+	return ok && b.TokensAt(l.now()) < 1
+}
+
+func (l *keyedLimiter) spendKey(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.bucket(key, 1).AllowN(l.now(), 1)
+}
+
 // tracked is how many keys the limiter holds.
 func (l *keyedLimiter) tracked() int { return l.buckets.Len() }
 
@@ -195,4 +211,32 @@ func (h *server) limitAuthFailures(bearer echo.MiddlewareFunc) echo.MiddlewareFu
 func unauthorized(err error) bool {
 	var p *Problem
 	return errors.As(err, &p) && p.Status == http.StatusUnauthorized
+}
+
+// limitDecryptFailures limits, per user, user data that fails to decrypt,
+// with the budget of failed authentications (a bucket of its own). WeChat's
+// AES-CBC has no MAC, so every attempt to pass off rewritten data asks the
+// key a question; a user whose data is genuine almost never fails, and one
+// whose session_key was replaced should log in again anyway.
+func (h *server) limitDecryptFailures() echo.MiddlewareFunc {
+	if h.cfg.AuthFailRate <= 0 {
+		return func(next echo.HandlerFunc) echo.HandlerFunc { return next }
+	}
+	l := newKeyedLimiter(limiterEntries, h.cfg.AuthFailRate, h.cfg.AuthFailBurst, h.cfg.Now)
+	retry := l.retryAfter()
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			s := sessionOf(c)
+			key := s.AppID + "|" + s.OpenID
+			if l.exhaustedKey(key) {
+				return kindRateLimited.problem("Too much user data that did not decrypt for this user. " +
+					"Call wx.login() and /v1/login again, then send data from the new session.").withRetryAfter(retry)
+			}
+			err := next(c)
+			if errors.Is(err, wechat.ErrDecrypt) {
+				l.spendKey(key)
+			}
+			return err
+		}
+	}
 }

@@ -72,7 +72,9 @@ type Config struct {
 	// AuthFailRate is failed bearer authentications (401s) per second per
 	// client IP (per /64 for IPv6) before the client is refused with 429
 	// without its token being checked: each forged ES256 token costs a
-	// signature check. Valid tokens never draw from it. 0 turns it off.
+	// signature check. Valid tokens never draw from it. The same rate and
+	// burst limit, per user, user data that fails to decrypt. 0 turns both
+	// off.
 	AuthFailRate  float64
 	AuthFailBurst int
 	// RequestTimeout bounds the work a request starts once its body is read
@@ -126,8 +128,9 @@ func New(cfg Config) (*echo.Echo, error) {
 	// The bearer middleware goes on each route, not on a group: a group
 	// with an empty prefix would also guard unknown routes (401, not 404).
 	bearer := h.limitAuthFailures(h.bearer)
-	e.POST("/v1/decrypt", h.decrypt, bearer)
-	e.POST("/v1/userinfo", h.userinfo, bearer)
+	decryptLimit := h.limitDecryptFailures()
+	e.POST("/v1/decrypt", h.decrypt, bearer, decryptLimit)
+	e.POST("/v1/userinfo", h.userinfo, bearer, decryptLimit)
 	userLimit := h.userLimiter()
 	e.POST("/v1/phone-number", h.phoneNumber, bearer, userLimit)
 	e.POST("/v1/session/check", h.sessionCheck, bearer, userLimit)
