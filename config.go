@@ -31,10 +31,13 @@ const (
 	defaultLoginBurst     = 20
 	defaultUserRate       = 2
 	defaultUserBurst      = 10
+	defaultAuthFailRate   = 1
+	defaultAuthFailBurst  = 20
 	defaultReload         = 2 * time.Second
 	defaultShutdownGrace  = 15 * time.Second
 	defaultReadTimeout    = 15 * time.Second
 	defaultIdleTimeout    = 2 * time.Minute
+	defaultMaxConns       = 10000
 	defaultJWKSMaxAge     = 5 * time.Minute
 	defaultUpstreamLimit  = 64
 	defaultSigningAlg     = "ES256"
@@ -62,12 +65,15 @@ type config struct {
 	LoginBurst          int
 	UserRate            float64
 	UserBurst           int
+	AuthFailRate        float64
+	AuthFailBurst       int
 	TrustedProxies      []*net.IPNet
 	RotateEvery         time.Duration
 	ReloadInterval      time.Duration
 	ShutdownGrace       time.Duration
 	ReadTimeout         time.Duration
 	IdleTimeout         time.Duration
+	MaxConns            int
 	JWKSMaxAge          time.Duration
 	UpstreamConcurrency int
 	TokenCacheEntries   int
@@ -133,12 +139,15 @@ func loadConfig(getenv func(string) string) *config {
 	c.LoginBurst = c.integer(getenv, "WXTOKEN_LOGIN_BURST", defaultLoginBurst)
 	c.UserRate = c.float(getenv, "WXTOKEN_USER_RATE", defaultUserRate)
 	c.UserBurst = c.integer(getenv, "WXTOKEN_USER_BURST", defaultUserBurst)
+	c.AuthFailRate = c.float(getenv, "WXTOKEN_AUTH_FAIL_RATE", defaultAuthFailRate)
+	c.AuthFailBurst = c.integer(getenv, "WXTOKEN_AUTH_FAIL_BURST", defaultAuthFailBurst)
 	c.TrustedProxies = c.cidrs(getenv, "WXTOKEN_TRUSTED_PROXIES")
 	c.RotateEvery = c.duration(getenv, "WXTOKEN_ROTATE_EVERY", 0)
 	c.ReloadInterval = c.duration(getenv, "WXTOKEN_RELOAD_INTERVAL", defaultReload)
 	c.ShutdownGrace = c.duration(getenv, "WXTOKEN_SHUTDOWN_GRACE", defaultShutdownGrace)
 	c.ReadTimeout = c.duration(getenv, "WXTOKEN_READ_TIMEOUT", defaultReadTimeout)
 	c.IdleTimeout = c.duration(getenv, "WXTOKEN_IDLE_TIMEOUT", defaultIdleTimeout)
+	c.MaxConns = c.integer(getenv, "WXTOKEN_MAX_CONNS", defaultMaxConns)
 	c.JWKSMaxAge = c.duration(getenv, "WXTOKEN_JWKS_MAX_AGE", defaultJWKSMaxAge)
 	c.UpstreamConcurrency = c.integer(getenv, "WXTOKEN_UPSTREAM_CONCURRENCY", defaultUpstreamLimit)
 	c.TokenCacheEntries = c.integer(getenv, "WXTOKEN_TOKEN_CACHE_ENTRIES", token.DefaultCacheEntries)
@@ -276,6 +285,8 @@ func (c *config) check() []string {
 		{c.LoginBurst < 1, "WXTOKEN_LOGIN_BURST must be at least 1"},
 		{c.UserRate < 0, "WXTOKEN_USER_RATE must be 0 (off) or positive"},
 		{c.UserBurst < 1, "WXTOKEN_USER_BURST must be at least 1"},
+		{c.AuthFailRate < 0, "WXTOKEN_AUTH_FAIL_RATE must be 0 (off) or positive"},
+		{c.AuthFailBurst < 1, "WXTOKEN_AUTH_FAIL_BURST must be at least 1"},
 		{c.RotateEvery < 0, "WXTOKEN_ROTATE_EVERY must be 0 (off) or positive"},
 		{c.RotateEvery > 0 && c.RotateEvery < minRotateToMaxAgeRate*c.JWKSMaxAge,
 			"WXTOKEN_ROTATE_EVERY must be at least twice WXTOKEN_JWKS_MAX_AGE, so caches see a new key before it signs"},
@@ -283,6 +294,7 @@ func (c *config) check() []string {
 		{c.ShutdownGrace <= 0, "WXTOKEN_SHUTDOWN_GRACE must be positive"},
 		{c.ReadTimeout < 100*time.Millisecond || c.ReadTimeout > 5*time.Minute, "WXTOKEN_READ_TIMEOUT must be between 100ms and 5m"},
 		{c.IdleTimeout < 100*time.Millisecond || c.IdleTimeout > time.Hour, "WXTOKEN_IDLE_TIMEOUT must be between 100ms and 1h"},
+		{c.MaxConns < 1, "WXTOKEN_MAX_CONNS must be at least 1"},
 		{c.JWKSMaxAge < 0 || c.JWKSMaxAge > time.Hour, "WXTOKEN_JWKS_MAX_AGE must be between 0 and 1h"},
 		{c.UpstreamConcurrency < 1, "WXTOKEN_UPSTREAM_CONCURRENCY must be at least 1"},
 		{c.TokenCacheEntries < 0 || c.TokenCacheEntries > maxTokenCacheEntries, "WXTOKEN_TOKEN_CACHE_ENTRIES must be between 0 (off) and 1000000"},

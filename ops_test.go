@@ -499,7 +499,8 @@ func TestWarnsOnReadableKeyFiles(t *testing.T) {
 // TestDecryptVectorLibrary double-checks the test vector with the library
 // call, so an HTTP-level failure points at the wiring.
 func TestDecryptVectorLibrary(t *testing.T) {
-	data, err := wechat.DecryptUserData(secret.String(vectorSessionKey), vectorAppID, vectorEncryptedData, vectorIV)
+	data, err := wechat.DecryptUserData(secret.String(vectorSessionKey),
+		wechat.Owner{AppID: vectorAppID, OpenID: vectorOpenID, UnionID: vectorUnionID}, vectorEncryptedData, vectorIV)
 	if err != nil || !strings.Contains(string(data), `"nickName":"Band"`) {
 		t.Fatalf("vector: %v %s", err, data)
 	}

@@ -121,7 +121,7 @@ func TestRotationAcrossReplicas(t *testing.T) {
 		}
 	}
 	sk := secret.String(f.emu.CurrentSessionKey(testAppID, answer["openid"].(string)))
-	data, iv, err := wechat.EncryptUserData(sk, []byte(`{"x":1,"watermark":{"appid":"`+testAppID+`","timestamp":1}}`))
+	data, iv, err := wechat.EncryptUserData(sk, userInfo(answer, `"x":1`))
 	if err != nil {
 		t.Fatal(err)
 	}

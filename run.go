@@ -39,6 +39,9 @@ Environment:
   WXTOKEN_LOGIN_BURST          login burst per client (default 20)
   WXTOKEN_USER_RATE            phone-number and session-check calls per second per user (default 2; 0 = off)
   WXTOKEN_USER_BURST           their burst per user (default 10)
+  WXTOKEN_AUTH_FAIL_RATE       failed bearer authentications per second per client IP, per /64, and failed
+                               decrypts per user (default 1; 0 = off)
+  WXTOKEN_AUTH_FAIL_BURST      their burst per client (default 20)
   WXTOKEN_TRUSTED_PROXIES      IPs/CIDRs whose X-Forwarded-For is believed (default none)
   WXTOKEN_UPSTREAM_CONCURRENCY WeChat calls in flight at most, for logins and other calls each (default 64)
   WXTOKEN_TOKEN_CACHE_ENTRIES  verified tokens kept in memory, about 630 B each (default 10000; 0 = off)
@@ -47,6 +50,7 @@ Environment:
   WXTOKEN_JWKS_MAX_AGE         Cache-Control max-age of the JWKS (default 5m)
   WXTOKEN_READ_TIMEOUT         time a client may take to send a whole request (default 15s; headers: 5s at most)
   WXTOKEN_IDLE_TIMEOUT         how long an idle keep-alive connection stays open (default 2m)
+  WXTOKEN_MAX_CONNS            open connections at most; at the cap the longest-idle one is closed (default 10000)
   WXTOKEN_SHUTDOWN_GRACE       how long in-flight requests may finish on SIGTERM (default 15s)
   WXTOKEN_LOG_LEVEL            debug, info, warn or error (default info)
 `

@@ -108,6 +108,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ConnState:         newConnCap(cfg.MaxConns, logger).track,
 	}
 
 	bg, cancelBG := context.WithCancel(ctx)
@@ -201,6 +202,8 @@ func newApp(cfg *config, logger *slog.Logger) (*app, error) {
 		LoginBurst:     cfg.LoginBurst,
 		UserRate:       cfg.UserRate,
 		UserBurst:      cfg.UserBurst,
+		AuthFailRate:   cfg.AuthFailRate,
+		AuthFailBurst:  cfg.AuthFailBurst,
 		RequestTimeout: cfg.requestTimeout(),
 		TrustedProxies: cfg.TrustedProxies,
 		JWKSMaxAge:     cfg.JWKSMaxAge,

@@ -19,6 +19,7 @@ import (
 const (
 	vectorAppID         = "wx4f4bc4dec97d474b"
 	vectorOpenID        = "oGZUI0egBJY1zhBYw2KhdUfwVJJE"
+	vectorUnionID       = "ocMvos6NjeKLIBqg5Mr9QjxrP1FA"
 	vectorSessionKey    = "tiihtNczf5v6AKRyjwEUhQ=="
 	vectorIV            = "r7BXXKkLb8qrSNn05n0qiA=="
 	vectorEncryptedData = "CiyLU1Aw2KjvrjMdj8YKliAjtP4gsMZMQmRzooG2xrDcvSnxIMXFufNstNGTyaGS9uT5geRa0W4oTOb1WT7fJlAC+oNPdbB+3hVbJSRgv+4lGOETKUQz6OYStslQ142dNCuabNPGBzlooOmB231qMM85d2/fV6ChevvXvQP8Hkue1poOFtnEtpyxVLW1zAo6/1Xx1COxFvrc2d7UL/lmHInNlxuacJXwu0fjpXfz/YqYzBIBzD6WUfTIF9GRHpOn/Hz7saL8xz+W//FRAUid1OksQaQx4CMs8LOddcQhULW4ucetDf96JcR3g0gfRK4PC7E/r7Z6xNrXd2UIeorGj5Ef7b1pJAYB6Y5anaHqZ9J6nKEBvB4DnNLIVWSgARns/8wR2SiRS7MNACwTyrGvt9ts8p12PKFdlqYTopNHR1Vf7XjfhQlVsAJdNiKdYmYVoKlaRv85IfVunYzO0IKXsyl7JCUjCpoG20f0a04COwfneQAGGwd5oa+T8yO5hzuyDb/XcxxmK01EpqOyuxINew=="
@@ -31,7 +32,7 @@ func TestWeChatVectorsThroughHTTP(t *testing.T) {
 	f := newFixture(t, vectorAppID)
 	s := startServer(t, f.env)
 
-	f.emu.PresetLogin("vector-decrypt", vectorOpenID, "", vectorSessionKey)
+	f.emu.PresetLogin("vector-decrypt", vectorOpenID, vectorUnionID, vectorSessionKey)
 	tok, _ := login(t, s.URL, "vector-decrypt")
 	c := postJSON(t, s.URL+"/v1/decrypt", tok, map[string]string{"encryptedData": vectorEncryptedData, "iv": vectorIV})
 	if c.Status != 200 {
@@ -70,6 +71,17 @@ func TestWeChatVectorsThroughHTTP(t *testing.T) {
 	}
 }
 
+// userInfo is user info as WeChat writes it for the user of a login
+// answer: openId first, then fields, the unionId when the user has one,
+// and the watermark.
+func userInfo(answer map[string]any, fields string) []byte {
+	s := `{"openId":"` + answer["openid"].(string) + `",` + fields
+	if u, _ := answer["unionid"].(string); u != "" {
+		s += `,"unionId":"` + u + `"`
+	}
+	return []byte(s + `,"watermark":{"appid":"` + testAppID + `","timestamp":1}}`)
+}
+
 // TestDecryptIsNoPaddingOracle: every key-dependent failure answers the
 // same bytes, so a token holder cannot tell a padding error from any other.
 func TestDecryptIsNoPaddingOracle(t *testing.T) {
@@ -79,7 +91,8 @@ func TestDecryptIsNoPaddingOracle(t *testing.T) {
 	sk := secret.String(f.emu.CurrentSessionKey(testAppID, answer["openid"].(string)))
 	other := secret.String("AAAAAAAAAAAAAAAAAAAAAA==")
 
-	good, iv, err := wechat.EncryptUserData(sk, []byte(`{"a":1,"watermark":{"appid":"`+testAppID+`","timestamp":1}}`))
+	plain := userInfo(answer, `"a":1`)
+	good, iv, err := wechat.EncryptUserData(sk, plain)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,9 +101,17 @@ func TestDecryptIsNoPaddingOracle(t *testing.T) {
 		t.Fatalf("good data = %d %s", ok.Status, ok.Body)
 	}
 	notJSON, iv2, _ := wechat.EncryptUserData(sk, []byte(`this is not json at all`))
-	otherApp, iv3, _ := wechat.EncryptUserData(sk, []byte(`{"watermark":{"appid":"wxsomeoneelse0000","timestamp":1}}`))
+	otherApp, iv3, _ := wechat.EncryptUserData(sk, bytes.Replace(plain, []byte(testAppID), []byte("wxsomeoneelse0000"), 1))
 	noMark, iv4, _ := wechat.EncryptUserData(sk, []byte(`{"nickName":"x"}`))
-	wrongKey, iv5, _ := wechat.EncryptUserData(other, []byte(`{"watermark":{"appid":"`+testAppID+`","timestamp":1}}`))
+	wrongKey, iv5, _ := wechat.EncryptUserData(other, plain)
+	share, iv6, _ := wechat.EncryptUserData(sk, []byte(`{"openGId":"tGOZ4d5Yerkj7xaK4SU9XMF9UwEM","watermark":{"appid":"`+testAppID+`","timestamp":1}}`))
+	// The issue's attack: the iv rewrites block 1 to {"unionId":"evil…,
+	// still JSON, watermark intact.
+	ivb, _ := base64.StdEncoding.DecodeString(iv)
+	for i, ch := range []byte(`{"unionId":"evil`) {
+		ivb[i] ^= plain[i] ^ ch
+	}
+	evilIV := base64.StdEncoding.EncodeToString(ivb)
 	raw, _ := base64.StdEncoding.DecodeString(good)
 	raw[len(raw)-17] ^= 0x01 // flips the last plaintext byte: bad padding
 	badPad := base64.StdEncoding.EncodeToString(raw)
@@ -102,6 +123,8 @@ func TestDecryptIsNoPaddingOracle(t *testing.T) {
 		"no watermark":       {noMark, iv4},
 		"wrong key":          {wrongKey, iv5},
 		"iv of another call": {good, iv2},
+		"iv rewrote block 1": {good, evilIV},
+		"share info":         {share, iv6},
 	}
 	var first []byte
 	for name, in := range cases {
@@ -112,6 +135,13 @@ func TestDecryptIsNoPaddingOracle(t *testing.T) {
 		} else if !bytes.Equal(first, c.Body) {
 			t.Errorf("%s answered differently:\n%s\n%s", name, first, c.Body)
 		}
+	}
+	// /v1/userinfo opens the same data the same way.
+	c := postJSON(t, s.URL+"/v1/userinfo", tok, map[string]string{"rawData": `{"nickName":"x"}`,
+		"signature": sha1Hex(`{"nickName":"x"}` + sk.Reveal()), "encryptedData": good, "iv": evilIV})
+	assertProblem(t, c, 400, "decryption-failed")
+	if !bytes.Equal(first, c.Body) {
+		t.Errorf("userinfo with block 1 rewritten answered differently:\n%s\n%s", first, c.Body)
 	}
 	if !strings.Contains(string(first), "/v1/session/check") || !strings.Contains(string(first), "wx.login()") {
 		t.Errorf("the decrypt failure does not point integrators to the usual cause: %s", first)

@@ -64,6 +64,7 @@ type options struct {
 	dev            bool
 	loginRate      float64 // burst 2
 	userRate       float64 // burst 2
+	authFailRate   float64 // burst 3
 	trusted        []*net.IPNet
 	requestTimeout time.Duration
 	cacheEntries   int              // verified-token cache; 0 is off
@@ -109,6 +110,8 @@ func newFixture(t testing.TB, o options) *fixture {
 		LoginBurst:     2,
 		UserRate:       o.userRate,
 		UserBurst:      2,
+		AuthFailRate:   o.authFailRate,
+		AuthFailBurst:  3,
 		TrustedProxies: o.trusted,
 		RequestTimeout: o.requestTimeout,
 		JWKSMaxAge:     5 * time.Minute,
@@ -679,4 +682,84 @@ func TestSlowBodyDoesNotEatWeChatTime(t *testing.T) {
 			t.Fatalf("login %d with a body slower than the request budget: %d %s", i, a.status, a.body)
 		}
 	}
+}
+
+// TestFailedAuthenticationsAreLimited: each forged token costs a signature
+// check, so failed bearer authentications are limited per client like
+// logins; valid tokens never draw from that budget, and another client is
+// not affected.
+func TestFailedAuthenticationsAreLimited(t *testing.T) {
+	_, loopback, _ := net.ParseCIDR("127.0.0.0/8")
+	f := newFixture(t, options{authFailRate: 0.01, trusted: []*net.IPNet{loopback}}) // burst 3
+	good := f.login(t, appA, "auth-fail")
+	dot := strings.LastIndexByte(good, '.')
+	sig := []byte(good[dot+1:])
+	sig[10] ^= 'A' ^ 'B'
+	forged := good[:dot+1] + string(sig)
+	from := func(ip, tok string) answer {
+		return f.send(t, http.MethodPost, "/v1/session/check", nil,
+			map[string]string{"Authorization": "Bearer " + tok, "X-Forwarded-For": ip})
+	}
+	for i := range 3 {
+		for range 3 { // valid tokens in between are served and cost nothing
+			if a := from("203.0.113.5", good); a.status != 200 {
+				t.Fatalf("valid token after %d failures: %d %s", i, a.status, a.body)
+			}
+		}
+		wantProblem(t, from("203.0.113.5", forged), 401, "invalid-token")
+	}
+	a := from("203.0.113.5", forged)
+	wantProblem(t, a, 429, "rate-limited")
+	// Once the budget is spent the address is refused before any token is
+	// checked, the check being the cost (like logins, per address).
+	wantProblem(t, from("203.0.113.5", good), 429, "rate-limited")
+	if a.header.Get("Retry-After") != "100" {
+		t.Errorf("Retry-After %q, want 100 (one failure every 100 s)", a.header.Get("Retry-After"))
+	}
+	if strings.Contains(f.logs.String(), forged) {
+		t.Error("the forged token reached the logs")
+	}
+	// Another client is untouched, forged token or not; a missing token is
+	// a failure too.
+	wantProblem(t, from("203.0.113.6", forged), 401, "invalid-token")
+	if a := from("2001:db8:5::1", good); a.status != 200 {
+		t.Fatalf("another client with a valid token: %d %s", a.status, a.body)
+	}
+	for range 3 {
+		wantProblem(t, f.send(t, http.MethodPost, "/v1/decrypt", nil, map[string]string{"X-Forwarded-For": "198.51.100.9"}), 401, "unauthorized")
+	}
+	wantProblem(t, f.send(t, http.MethodPost, "/v1/decrypt", nil, map[string]string{"X-Forwarded-For": "198.51.100.9"}), 429, "rate-limited")
+}
+
+// TestFailedDecryptsAreLimitedPerUser: every decrypt attempt with rewritten
+// data asks the session's key a question (AES-CBC has no MAC), so failures
+// are limited per user with the failed-authentication budget; genuine data
+// costs nothing and other users are untouched.
+func TestFailedDecryptsAreLimitedPerUser(t *testing.T) {
+	f := newFixture(t, options{dev: true, authFailRate: 0.01}) // burst 3
+	mallory, alice := f.login(t, appA, "mallory"), f.login(t, appA, "alice-data")
+	enc := f.post(t, "/dev/encrypt", mallory, `{"nickName":"M"}`)
+	if enc.status != 200 {
+		t.Fatalf("dev encrypt: %d %s", enc.status, enc.body)
+	}
+	pair := enc.json(t)
+	good, _ := json.Marshal(map[string]any{"encryptedData": pair["encryptedData"], "iv": pair["iv"]})
+	forged, _ := json.Marshal(map[string]any{"encryptedData": pair["encryptedData"], "iv": "AAAAAAAAAAAAAAAAAAAAAA=="})
+	for i := range 3 {
+		for range 2 {
+			if a := f.post(t, "/v1/decrypt", mallory, string(good)); a.status != 200 {
+				t.Fatalf("genuine data after %d failures: %d %s", i, a.status, a.body)
+			}
+		}
+		wantProblem(t, f.post(t, "/v1/decrypt", mallory, string(forged)), 400, "decryption-failed")
+	}
+	a := f.post(t, "/v1/decrypt", mallory, string(forged))
+	wantProblem(t, a, 429, "rate-limited")
+	if a.header.Get("Retry-After") == "" {
+		t.Error("429 without Retry-After")
+	}
+	withProfile, _ := json.Marshal(map[string]any{"rawData": pair["rawData"], "signature": pair["signature"],
+		"encryptedData": pair["encryptedData"], "iv": "AAAAAAAAAAAAAAAAAAAAAA=="})
+	wantProblem(t, f.post(t, "/v1/userinfo", mallory, string(withProfile)), 429, "rate-limited")
+	wantProblem(t, f.post(t, "/v1/decrypt", alice, string(forged)), 400, "decryption-failed")
 }

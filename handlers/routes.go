@@ -10,12 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
-	"golang.org/x/time/rate"
 
 	"github.com/wxtoken/wxtoken/secret"
 	"github.com/wxtoken/wxtoken/token"
@@ -71,6 +69,14 @@ type Config struct {
 	// app's WeChat quota and upstream slots. 0 turns the limit off.
 	UserRate  float64
 	UserBurst int
+	// AuthFailRate is failed bearer authentications (401s) per second per
+	// client IP (per /64 for IPv6) before the client is refused with 429
+	// without its token being checked: each forged ES256 token costs a
+	// signature check. Valid tokens never draw from it. The same rate and
+	// burst limit, per user, user data that fails to decrypt. 0 turns both
+	// off.
+	AuthFailRate  float64
+	AuthFailBurst int
 	// RequestTimeout bounds the work a request starts once its body is read
 	// (the WeChat calls), so a slow WeChat gets a 504 problem before the
 	// server's write timeout cuts the connection. 0 means no bound beyond
@@ -121,13 +127,15 @@ func New(cfg Config) (*echo.Echo, error) {
 
 	// The bearer middleware goes on each route, not on a group: a group
 	// with an empty prefix would also guard unknown routes (401, not 404).
-	e.POST("/v1/decrypt", h.decrypt, h.bearer)
-	e.POST("/v1/userinfo", h.userinfo, h.bearer)
+	bearer := h.limitAuthFailures(h.bearer)
+	decryptLimit := h.limitDecryptFailures()
+	e.POST("/v1/decrypt", h.decrypt, bearer, decryptLimit)
+	e.POST("/v1/userinfo", h.userinfo, bearer, decryptLimit)
 	userLimit := h.userLimiter()
-	e.POST("/v1/phone-number", h.phoneNumber, h.bearer, userLimit)
-	e.POST("/v1/session/check", h.sessionCheck, h.bearer, userLimit)
+	e.POST("/v1/phone-number", h.phoneNumber, bearer, userLimit)
+	e.POST("/v1/session/check", h.sessionCheck, bearer, userLimit)
 	if cfg.Dev {
-		e.POST("/dev/encrypt", h.devEncrypt, h.bearer)
+		e.POST("/dev/encrypt", h.devEncrypt, bearer)
 	}
 	return e, nil
 }
@@ -141,72 +149,28 @@ type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
-// ipExtractor believes X-Forwarded-For only from listed proxies; otherwise
-// the TCP peer is the client, so a client cannot pick its own rate-limit key.
-func ipExtractor(trusted []*net.IPNet) echo.IPExtractor {
-	if len(trusted) == 0 {
-		return echo.ExtractIPDirect()
-	}
-	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
-	for _, n := range trusted {
-		opts = append(opts, echo.TrustIPRange(n))
-	}
-	return echo.ExtractIPFromXFFHeader(opts...)
-}
-
-// loginLimiter is a token bucket per client (golang.org/x/time/rate inside
-// echo's memory store). Over the limit: 429 with Retry-After.
+// loginLimiter is a token bucket per client (see keyedLimiter: bounded
+// memory, IPv6 per /64 and per /48). Over the limit: 429 with Retry-After.
 func (h *server) loginLimiter() echo.MiddlewareFunc {
-	return limiter(h.cfg.LoginRate, h.cfg.LoginBurst, func(c echo.Context) string { return clientKey(c.RealIP()) },
+	if h.cfg.LoginRate <= 0 {
+		return func(next echo.HandlerFunc) echo.HandlerFunc { return next }
+	}
+	l := newKeyedLimiter(limiterEntries, h.cfg.LoginRate, h.cfg.LoginBurst, h.cfg.Now)
+	return limitBy(func(c echo.Context) bool { return l.allowClient(c.RealIP()) }, l.retryAfter(),
 		"Too many logins from this address. Retry later.")
 }
 
 // userLimiter is a token bucket per user; it runs after the bearer
 // middleware, which put the verified session in the context.
 func (h *server) userLimiter() echo.MiddlewareFunc {
-	return limiter(h.cfg.UserRate, h.cfg.UserBurst, func(c echo.Context) string {
-		s := sessionOf(c)
-		return s.AppID + "|" + s.OpenID
-	}, "Too many calls for this user. Retry later.")
-}
-
-func limiter(perSecond float64, burst int, key func(echo.Context) string, detail string) echo.MiddlewareFunc {
-	if perSecond <= 0 {
+	if h.cfg.UserRate <= 0 {
 		return func(next echo.HandlerFunc) echo.HandlerFunc { return next }
 	}
-	burst = max(burst, 1)
-	store := middleware.NewRateLimiterMemoryStoreWithConfig(middleware.RateLimiterMemoryStoreConfig{
-		Rate:      rate.Limit(perSecond),
-		Burst:     burst,
-		ExpiresIn: 3 * time.Minute,
-	})
-	retry := max(time.Duration(float64(time.Second)/perSecond), time.Second)
-	limited := func() error { return kindRateLimited.problem(detail).withRetryAfter(retry) }
-	return middleware.RateLimiterWithConfig(middleware.RateLimiterConfig{
-		Store:               store,
-		IdentifierExtractor: func(c echo.Context) (string, error) { return key(c), nil },
-		ErrorHandler:        func(echo.Context, error) error { return limited() },
-		DenyHandler:         func(echo.Context, string, error) error { return limited() },
-	})
-}
-
-// clientKey is the rate-limit key of a client address. An IPv6 client
-// usually holds a whole /64, so the key is the /64: otherwise each of its
-// 2^64 addresses would bring a fresh burst.
-func clientKey(ip string) string {
-	addr, err := netip.ParseAddr(ip)
-	if err != nil {
-		return ip
-	}
-	addr = addr.Unmap()
-	if addr.Is4() {
-		return addr.String()
-	}
-	prefix, err := addr.Prefix(64)
-	if err != nil {
-		return ip
-	}
-	return prefix.String()
+	l := newKeyedLimiter(limiterEntries, h.cfg.UserRate, h.cfg.UserBurst, h.cfg.Now)
+	return limitBy(func(c echo.Context) bool {
+		s := sessionOf(c)
+		return l.allow(s.AppID + "|" + s.OpenID)
+	}, l.retryAfter(), "Too many calls for this user. Retry later.")
 }
 
 // dropUnsafeRequestID keeps a caller's X-Request-Id (a proxy's, for log

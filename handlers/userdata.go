@@ -8,6 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/wxtoken/wxtoken/token"
 	"github.com/wxtoken/wxtoken/wechat"
 )
 
@@ -28,12 +29,18 @@ func (h *server) decrypt(c echo.Context) error {
 		return err
 	}
 	s := sessionOf(c)
-	data, err := wechat.DecryptUserData(s.SessionKey, s.AppID, req.EncryptedData, req.IV)
+	data, err := wechat.DecryptUserData(s.SessionKey, ownerOf(s), req.EncryptedData, req.IV)
 	if err != nil {
 		return err
 	}
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.JSON(http.StatusOK, decryptResponse{Data: data})
+}
+
+// ownerOf is whom user data opened for session s must belong to: the
+// token's app, openid and unionid (see wechat.DecryptUserData).
+func ownerOf(s *token.Session) wechat.Owner {
+	return wechat.Owner{AppID: s.AppID, OpenID: s.OpenID, UnionID: s.UnionID}
 }
 
 type userinfoRequest struct {
@@ -67,7 +74,7 @@ func (h *server) userinfo(c echo.Context) error {
 	}
 	resp := userinfoResponse{Profile: raw}
 	if req.EncryptedData != "" {
-		data, err := wechat.DecryptUserData(s.SessionKey, s.AppID, req.EncryptedData, req.IV)
+		data, err := wechat.DecryptUserData(s.SessionKey, ownerOf(s), req.EncryptedData, req.IV)
 		if err != nil {
 			return err
 		}
@@ -137,7 +144,8 @@ type devEncryptResponse struct {
 
 // devEncrypt (dev mode only) answers what wx.getUserInfo would give the mini
 // program for this JSON object and session: encryptedData and iv (the object
-// plus a watermark) for /v1/decrypt, and rawData with its signature for
+// with the user's openId first, their unionId and a watermark, as WeChat
+// writes user info) for /v1/decrypt, and rawData with its signature for
 // /v1/userinfo, so both can be tried with curl.
 func (h *server) devEncrypt(c echo.Context) error {
 	var obj map[string]any
@@ -148,12 +156,14 @@ func (h *server) devEncrypt(c echo.Context) error {
 		return kindInvalidRequest.problem("The body must be a JSON object.")
 	}
 	s := sessionOf(c)
+	for _, k := range []string{"openId", "unionId", "watermark"} {
+		delete(obj, k)
+	}
 	rawData, err := json.Marshal(obj)
 	if err != nil {
 		return err
 	}
-	obj["watermark"] = map[string]any{"appid": s.AppID, "timestamp": h.cfg.Now().Unix()}
-	plain, err := json.Marshal(obj)
+	plain, err := devUserInfo(s, rawData, h.cfg.Now().Unix())
 	if err != nil {
 		return err
 	}
@@ -165,4 +175,32 @@ func (h *server) devEncrypt(c echo.Context) error {
 	return c.JSON(http.StatusOK, devEncryptResponse{
 		EncryptedData: enc, IV: iv, RawData: string(rawData), Signature: wechat.SignRawData(s.SessionKey, string(rawData)),
 	})
+}
+
+// devUserInfo writes user info the way WeChat does: openId first (the
+// decrypt routes check block 1 against it), then the profile fields, the
+// unionId when the user has one, and the watermark.
+func devUserInfo(s *token.Session, profile []byte, now int64) ([]byte, error) {
+	head := map[string]string{"openId": s.OpenID}
+	tail := map[string]any{"watermark": map[string]any{"appid": s.AppID, "timestamp": now}}
+	if s.UnionID != "" {
+		tail["unionId"] = s.UnionID
+	}
+	openID, err := json.Marshal(head)
+	if err != nil {
+		return nil, err
+	}
+	rest, err := json.Marshal(tail)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	b.Write(openID[:len(openID)-1])
+	if inner := bytes.TrimSuffix(bytes.TrimPrefix(profile, []byte("{")), []byte("}")); len(inner) > 0 {
+		b.WriteByte(',')
+		b.Write(inner)
+	}
+	b.WriteByte(',')
+	b.Write(rest[1:])
+	return b.Bytes(), nil
 }

@@ -1,6 +1,7 @@
 package wechat
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hmac"
@@ -12,7 +13,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/wxtoken/wxtoken/secret"
 )
@@ -64,17 +67,52 @@ func decodeField(field, s string) ([]byte, error) {
 	return b, nil
 }
 
+// Owner is whom user data must belong to: the app and the user a verified
+// token vouches for.
+type Owner struct {
+	AppID   string
+	OpenID  string
+	UnionID string
+}
+
+// The first 16 bytes (AES block 1) of each kind of user data WeChat
+// encrypts. The caller supplies the IV, and in CBC the IV is XORed into
+// block 1 alone, so a caller can rewrite block 1 at will without touching
+// the watermark: block 1 is only trustworthy when it is exactly what WeChat
+// writes there. User info begins with the openId, which the token names, so
+// its whole block 1 is known; legacy phone numbers and run data begin with a
+// 16-byte key. Share info ({"openGId":"…) is not among them: four characters
+// of the group id sit in block 1, and nothing WeChat sends authenticates
+// them, so a caller could make one share look like shares to many groups.
+var (
+	userInfoStart = []byte(`{"openId":`)
+	phoneStart    = []byte(`{"phoneNumber":"`)
+	runDataStart  = []byte(`{"stepInfoList":`)
+)
+
 // DecryptUserData opens encryptedData that WeChat made for this session
-// (AES-128-CBC, PKCS#7) and checks that its watermark names appID.
+// (AES-128-CBC, PKCS#7), checks that its watermark names owner.AppID and
+// that it is owner's: AES-CBC has no MAC and the caller picks the IV, so
+// the plaintext is only believed where it can be checked.
+//
+//   - It must begin the way WeChat's user info, legacy phone number or run
+//     data begins (see userInfoStart); anything else, share info included,
+//     is refused.
+//   - User info must carry openId equal to owner.OpenID and unionId equal to
+//     owner.UnionID (both absent when the token has none); the other kinds
+//     must carry neither, nor another kind's field.
+//   - No object may repeat a key: a rewritten block inside a long string
+//     (a nickname) could otherwise add a second "unionId" that parsers which
+//     keep the first would believe.
 //
 // Errors that do not depend on the key are InputErrors naming the mistake.
 // Every key-dependent failure is ErrDecrypt, reached through the same steps
 // whatever went wrong: the padding is checked in constant time and the JSON
-// parse and watermark check run even when the padding is bad, so the answer
-// and the path are one. The parse's time depends on where the plaintext
-// stops being JSON; a tampered ciphertext garbles the block before the one
-// it probes, so that point does not move with the padding's validity.
-func DecryptUserData(sk secret.String, appID, encryptedData, iv string) (json.RawMessage, error) {
+// parse, the watermark and owner checks run even when the padding is bad, so
+// the answer and the path are one. The parse's time depends on where the
+// plaintext stops being JSON; a tampered ciphertext garbles the block before
+// the one it probes, so that point does not move with the padding's validity.
+func DecryptUserData(sk secret.String, owner Owner, encryptedData, iv string) (json.RawMessage, error) {
 	if len(encryptedData) > MaxEncryptedData {
 		return nil, &InputError{"encryptedData", fmt.Sprintf("is over %d bytes", MaxEncryptedData)}
 	}
@@ -101,13 +139,20 @@ func DecryptUserData(sk secret.String, appID, encryptedData, iv string) (json.Ra
 	if err != nil {
 		return nil, ErrDecrypt
 	}
+	openID := quotedID(owner.OpenID)
 	plain := make([]byte, len(ct))
 	cipher.NewCBCDecrypter(block, ivb).CryptBlocks(plain, ct)
 
 	n, padOK := unpad(plain)
 	body := plain[:n]
 	var doc struct {
-		Watermark struct {
+		OpenID       string          `json:"openId"`
+		UnionID      string          `json:"unionId"`
+		PhoneNumber  json.RawMessage `json:"phoneNumber"`
+		PurePhone    json.RawMessage `json:"purePhoneNumber"`
+		StepInfoList json.RawMessage `json:"stepInfoList"`
+		OpenGID      json.RawMessage `json:"openGId"`
+		Watermark    struct {
 			AppID string `json:"appid"`
 		} `json:"watermark"`
 	}
@@ -115,12 +160,114 @@ func DecryptUserData(sk secret.String, appID, encryptedData, iv string) (json.Ra
 	if json.Unmarshal(body, &doc) == nil && len(body) > 0 && body[0] == '{' {
 		jsonOK = 1
 	}
-	markOK := subtle.ConstantTimeCompare([]byte(doc.Watermark.AppID), []byte(appID)) & subtle.ConstantTimeLessOrEq(1, len(appID))
-	if padOK&jsonOK&markOK != 1 {
+	jsonOK &= uniqueKeys(body)
+	// WeChat writes UTF-8. Refusing anything else also shuts the channel a
+	// caller would use to learn how the key decrypts blocks of its choice:
+	// a forged block inside a long string is answered back only if its 16
+	// random-looking bytes are valid UTF-8 too, about one chance in ten
+	// million instead of one in ten.
+	if !utf8.Valid(body) {
+		jsonOK = 0
+	}
+	markOK := subtle.ConstantTimeCompare([]byte(doc.Watermark.AppID), []byte(owner.AppID)) & subtle.ConstantTimeLessOrEq(1, len(owner.AppID))
+
+	// Which kind block 1 says, checked on the whole plaintext (its length
+	// is the ciphertext's, not secret) so every kind is tried every time.
+	user := hasPrefix(plain, userInfoStart, openID)
+	phone := hasPrefix(plain, phoneStart, nil)
+	run := hasPrefix(plain, runDataStart, nil)
+	foreignToUser := present(doc.PhoneNumber) | present(doc.PurePhone) | present(doc.StepInfoList) | present(doc.OpenGID)
+	identity := subtle.ConstantTimeCompare([]byte(doc.OpenID), []byte(owner.OpenID)) & subtle.ConstantTimeLessOrEq(1, len(owner.OpenID)) &
+		subtle.ConstantTimeCompare([]byte(doc.UnionID), []byte(owner.UnionID))
+	noIdentity := subtle.ConstantTimeEq(int32(len(doc.OpenID)+len(doc.UnionID)), 0) & (1 ^ present(doc.OpenGID))
+	ownerOK := user&identity&(1^foreignToUser) |
+		phone&noIdentity&(1^present(doc.StepInfoList)) |
+		run&noIdentity&(1^present(doc.PhoneNumber))&(1^present(doc.PurePhone))
+
+	if padOK&jsonOK&markOK&ownerOK != 1 {
 		clear(plain)
 		return nil, ErrDecrypt
 	}
 	return json.RawMessage(body), nil
+}
+
+// quotedID is id as a JSON string when it has the shape of WeChat's ids
+// ([A-Za-z0-9_-], which JSON writes as they are), and otherwise a value no
+// plaintext block can begin with, so a token with an odd openid opens no
+// user info. Built by hand: json.Marshal would take a buffer from a
+// sync.Pool, whose hits vary, and the allocation count is how the tests
+// see that every failure takes one path.
+func quotedID(id string) []byte {
+	q := make([]byte, 0, len(id)+2)
+	q = append(q, '"')
+	for i := 0; i < len(id); i++ {
+		ch := id[i]
+		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '_' || ch == '-') {
+			return []byte{0}
+		}
+		q = append(q, ch)
+	}
+	return append(q, '"')
+}
+
+// hasPrefix reports 1 when b begins with start followed by rest, compared
+// in constant time over the prefix's length.
+func hasPrefix(b, start, rest []byte) int {
+	n := len(start) + len(rest)
+	if len(b) < n {
+		return 0
+	}
+	return subtle.ConstantTimeCompare(b[:len(start)], start) & subtle.ConstantTimeCompare(b[len(start):n], rest)
+}
+
+func present(v json.RawMessage) int { return subtle.ConstantTimeLessOrEq(1, len(v)) }
+
+// uniqueKeys reports 1 when no JSON object in b repeats a key, compared
+// without case (and b is well-formed JSON), 0 otherwise.
+func uniqueKeys(b []byte) int {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	type frame struct {
+		seen  map[string]struct{}
+		isObj bool
+		onKey bool
+	}
+	var stack []frame
+	for read := 0; ; read++ {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return subtle.ConstantTimeEq(int32(len(stack)), 0) & subtle.ConstantTimeLessOrEq(1, read)
+		}
+		if err != nil {
+			return 0
+		}
+		if d, ok := tok.(json.Delim); ok {
+			switch d {
+			case '{', '[':
+				if len(stack) > 0 && stack[len(stack)-1].isObj {
+					stack[len(stack)-1].onKey = true
+				}
+				stack = append(stack, frame{seen: map[string]struct{}{}, isObj: d == '{', onKey: true})
+			default:
+				stack = stack[:len(stack)-1]
+			}
+			continue
+		}
+		if len(stack) == 0 || !stack[len(stack)-1].isObj {
+			continue
+		}
+		top := &stack[len(stack)-1]
+		if top.onKey {
+			// Case-folded: encoding/json (here and in many downstreams)
+			// matches keys without regard to case.
+			k, _ := tok.(string)
+			k = strings.ToLower(k)
+			if _, dup := top.seen[k]; dup {
+				return 0
+			}
+			top.seen[k] = struct{}{}
+		}
+		top.onKey = !top.onKey
+	}
 }
 
 // unpad checks PKCS#7 padding in constant time. It returns the unpadded

@@ -93,7 +93,7 @@ func BenchmarkPaddingOracle(b *testing.B) {
 		ivText := base64.StdEncoding.EncodeToString(iv)
 		b.Run(bc.name, func(b *testing.B) {
 			for b.Loop() {
-				if _, err := DecryptUserData(sk, "wxapp", data, ivText); err != ErrDecrypt {
+				if _, err := DecryptUserData(sk, Owner{AppID: "wxapp", OpenID: "oUser"}, data, ivText); err != ErrDecrypt {
 					b.Fatal(err)
 				}
 			}
@@ -120,7 +120,7 @@ func TestKeyDependentFailuresTakeOnePath(t *testing.T) {
 	invalidPad := append([]byte(nil), garbage...)
 	invalidPad[255] = 0
 	realData, _, err := EncryptUserData(secret.String(base64.StdEncoding.EncodeToString([]byte("another-key-0123"))),
-		[]byte(`{"nickName":"Band","watermark":{"appid":"wxapp","timestamp":1}}`))
+		[]byte(`{"openId":"oUser","nickName":"Band","watermark":{"appid":"wxapp","timestamp":1}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestKeyDependentFailuresTakeOnePath(t *testing.T) {
 	allocs := map[string]float64{}
 	for name, data := range cases {
 		allocs[name] = testing.AllocsPerRun(200, func() {
-			if _, err := DecryptUserData(sk, "wxapp", data, ivText); err != ErrDecrypt {
+			if _, err := DecryptUserData(sk, Owner{AppID: "wxapp", OpenID: "oUser"}, data, ivText); err != ErrDecrypt {
 				t.Fatalf("%s: err = %v, want ErrDecrypt", name, err)
 			}
 		})
@@ -141,6 +141,62 @@ func TestKeyDependentFailuresTakeOnePath(t *testing.T) {
 	for name, n := range allocs {
 		if n != want {
 			t.Errorf("%s allocates %v times, invalid padding %v: the failures take different paths", name, n, want)
+		}
+	}
+}
+
+// TestOwnerRefusalTakesTheAcceptPath: refusing data whose block 1 a caller
+// rewrote (another openId, same shape) must not take a path of its own: it
+// allocates exactly as opening the genuine data does, and the answer is
+// ErrDecrypt like every other key-dependent failure.
+func TestOwnerRefusalTakesTheAcceptPath(t *testing.T) {
+	sk := secret.String(base64.StdEncoding.EncodeToString([]byte("0123456789abcdef")))
+	owner := Owner{AppID: "wxapp", OpenID: "oGZUI0egBJY1zhBYw2KhdUfwVJJE"}
+	plain := []byte(`{"openId":"oGZUI0egBJY1zhBYw2KhdUfwVJJE","nickName":"Band","watermark":{"appid":"wxapp","timestamp":1}}`)
+	data, iv, err := EncryptUserData(sk, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ivb, _ := base64.StdEncoding.DecodeString(iv)
+	ivb[11] ^= 'o' ^ 'x' // openId "xGZUI…": still JSON, another user
+	flipped := base64.StdEncoding.EncodeToString(ivb)
+	accept := testing.AllocsPerRun(200, func() {
+		if _, err := DecryptUserData(sk, owner, data, iv); err != nil {
+			t.Fatal(err)
+		}
+	})
+	refuse := testing.AllocsPerRun(200, func() {
+		if _, err := DecryptUserData(sk, owner, data, flipped); err != ErrDecrypt {
+			t.Fatalf("rewritten openId: err = %v, want ErrDecrypt", err)
+		}
+	})
+	if accept != refuse {
+		t.Errorf("accepting allocates %v times, refusing a rewritten openId %v: the owner check has a path of its own", accept, refuse)
+	}
+}
+
+func TestUniqueKeys(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int
+	}{
+		{`{}`, 1},
+		{`{"a":1,"b":{"a":1},"c":[{"a":1},{"a":2}]}`, 1},
+		{`{"a":[1,{"b":[]}],"b":2}`, 1},
+		{`{"a":1,"a":2}`, 0},
+		{`{"a":1,"A":2}`, 0},
+		{`{"a":1,"\u0061":2}`, 0},
+		{`{"w":{"appid":"x","appid":"y"}}`, 0},
+		{`{"l":[{"k":1,"k":2}]}`, 0},
+		{`{"a":{},"a":[]}`, 0},
+		{`}`, 0},
+		{`{"a":1}}`, 0},
+		{`{"a":1`, 0},
+		{``, 0},
+	}
+	for _, tc := range tests {
+		if got := uniqueKeys([]byte(tc.in)); got != tc.want {
+			t.Errorf("uniqueKeys(%s) = %d, want %d", tc.in, got, tc.want)
 		}
 	}
 }

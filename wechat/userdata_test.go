@@ -11,19 +11,24 @@ import (
 	"github.com/wxtoken/wxtoken/wechat"
 )
 
+// vectorOwner is the user WeChat's published vector belongs to.
+var vectorOwner = wechat.Owner{AppID: vectorAppID, OpenID: vectorOpenID, UnionID: vectorUnionID}
+
 // WeChat's published vectors (shared/docs/wechat-api.md).
 const (
 	vectorAppID         = "wx4f4bc4dec97d474b"
 	vectorSessionKey    = secret.String("tiihtNczf5v6AKRyjwEUhQ==")
 	vectorIV            = "r7BXXKkLb8qrSNn05n0qiA=="
 	vectorEncryptedData = "CiyLU1Aw2KjvrjMdj8YKliAjtP4gsMZMQmRzooG2xrDcvSnxIMXFufNstNGTyaGS9uT5geRa0W4oTOb1WT7fJlAC+oNPdbB+3hVbJSRgv+4lGOETKUQz6OYStslQ142dNCuabNPGBzlooOmB231qMM85d2/fV6ChevvXvQP8Hkue1poOFtnEtpyxVLW1zAo6/1Xx1COxFvrc2d7UL/lmHInNlxuacJXwu0fjpXfz/YqYzBIBzD6WUfTIF9GRHpOn/Hz7saL8xz+W//FRAUid1OksQaQx4CMs8LOddcQhULW4ucetDf96JcR3g0gfRK4PC7E/r7Z6xNrXd2UIeorGj5Ef7b1pJAYB6Y5anaHqZ9J6nKEBvB4DnNLIVWSgARns/8wR2SiRS7MNACwTyrGvt9ts8p12PKFdlqYTopNHR1Vf7XjfhQlVsAJdNiKdYmYVoKlaRv85IfVunYzO0IKXsyl7JCUjCpoG20f0a04COwfneQAGGwd5oa+T8yO5hzuyDb/XcxxmK01EpqOyuxINew=="
+	vectorOpenID        = "oGZUI0egBJY1zhBYw2KhdUfwVJJE"
+	vectorUnionID       = "ocMvos6NjeKLIBqg5Mr9QjxrP1FA"
 	vectorRawData       = `{"nickName":"Band","gender":1,"language":"zh_CN","city":"Guangzhou","province":"Guangdong","country":"CN","avatarUrl":"http://wx.qlogo.cn/mmopen/vi_32/1vZvI39NWFQ9XM4LtQpFrQJ1xlgZxx3w7bQxKARol6503Iuswjjn6nIGBiaycAjAtpujxyzYsrztuuICqIM5ibXQ/0"}`
 	vectorRawSessionKey = secret.String("HyVFkGl5F5OQWJZZaNzBBg==")
 	vectorSignature     = "75e81ceda165f4ffa64f4068af58c64b8f54b88c"
 )
 
 func TestDecryptUserDataVector(t *testing.T) {
-	data, err := wechat.DecryptUserData(vectorSessionKey, vectorAppID, vectorEncryptedData, vectorIV)
+	data, err := wechat.DecryptUserData(vectorSessionKey, vectorOwner, vectorEncryptedData, vectorIV)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,8 +41,8 @@ func TestDecryptUserDataVector(t *testing.T) {
 	if err := json.Unmarshal(data, &doc); err != nil {
 		t.Fatal(err)
 	}
-	if doc.NickName != "Band" || doc.OpenID != "oGZUI0egBJY1zhBYw2KhdUfwVJJE" ||
-		doc.UnionID != "ocMvos6NjeKLIBqg5Mr9QjxrP1FA" || doc.Watermark.AppID != vectorAppID {
+	if doc.NickName != "Band" || doc.OpenID != vectorOpenID ||
+		doc.UnionID != vectorUnionID || doc.Watermark.AppID != vectorAppID {
 		t.Errorf("decrypted %+v", doc)
 	}
 }
@@ -45,12 +50,12 @@ func TestDecryptUserDataVector(t *testing.T) {
 func TestEncryptDecryptRoundTrip(t *testing.T) {
 	sk := secret.String("AAECAwQFBgcICQoLDA0ODw==")
 	for _, n := range []int{0, 1, 15, 16, 17, 1000} {
-		plain := `{"watermark":{"appid":"wxapp"},"p":"` + strings.Repeat("x", n) + `"}`
+		plain := `{"openId":"oUser","p":"` + strings.Repeat("x", n) + `","watermark":{"appid":"wxapp"}}`
 		enc, iv, err := wechat.EncryptUserData(sk, []byte(plain))
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := wechat.DecryptUserData(sk, "wxapp", enc, iv)
+		got, err := wechat.DecryptUserData(sk, wechat.Owner{AppID: "wxapp", OpenID: "oUser"}, enc, iv)
 		if err != nil || string(got) != plain {
 			t.Fatalf("len %d: %v %q", n, err, got)
 		}
@@ -79,7 +84,7 @@ func TestDecryptKeyIndependentErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := wechat.DecryptUserData(vectorSessionKey, vectorAppID, tc.data, tc.iv)
+			_, err := wechat.DecryptUserData(vectorSessionKey, vectorOwner, tc.data, tc.iv)
 			var ie *wechat.InputError
 			if !errors.As(err, &ie) {
 				t.Fatalf("err = %v, want InputError", err)
@@ -90,7 +95,7 @@ func TestDecryptKeyIndependentErrors(t *testing.T) {
 		})
 	}
 	// Unpadded base64 is accepted: some clients strip '='.
-	if _, err := wechat.DecryptUserData(vectorSessionKey, vectorAppID, strings.TrimRight(vectorEncryptedData, "="), strings.TrimRight(vectorIV, "=")); err != nil {
+	if _, err := wechat.DecryptUserData(vectorSessionKey, vectorOwner, strings.TrimRight(vectorEncryptedData, "="), strings.TrimRight(vectorIV, "=")); err != nil {
 		t.Errorf("unpadded base64: %v", err)
 	}
 }
@@ -107,7 +112,7 @@ func TestDecryptKeyDependentErrorsAreOne(t *testing.T) {
 		}
 		return d, iv
 	}
-	good, goodIV := enc(sk, `{"watermark":{"appid":"wxapp"}}`)
+	good, goodIV := enc(sk, `{"openId":"oUser","watermark":{"appid":"wxapp"}}`)
 	raw, _ := base64.StdEncoding.DecodeString(good)
 	raw[len(raw)-17] ^= 0x01
 	badPad := base64.StdEncoding.EncodeToString(raw)
@@ -115,24 +120,27 @@ func TestDecryptKeyDependentErrorsAreOne(t *testing.T) {
 	mk := func(d, iv string) pair { return pair{d, iv} }
 	tests := map[string]pair{
 		"bad padding":     {badPad, goodIV},
-		"wrong key":       mk(enc(other, `{"watermark":{"appid":"wxapp"}}`)),
+		"wrong key":       mk(enc(other, `{"openId":"oUser","watermark":{"appid":"wxapp"}}`)),
 		"not json":        mk(enc(sk, `not json`)),
-		"json array":      mk(enc(sk, `[{"watermark":{"appid":"wxapp"}}]`)),
-		"other app":       mk(enc(sk, `{"watermark":{"appid":"wxother"}}`)),
-		"no watermark":    mk(enc(sk, `{"a":1}`)),
-		"empty appid":     mk(enc(sk, `{"watermark":{"appid":""}}`)),
-		"appid prefix":    mk(enc(sk, `{"watermark":{"appid":"wxap"}}`)),
+		"json array":      mk(enc(sk, `[{"openId":"oUser","watermark":{"appid":"wxapp"}}]`)),
+		"other app":       mk(enc(sk, `{"openId":"oUser","watermark":{"appid":"wxother"}}`)),
+		"no watermark":    mk(enc(sk, `{"openId":"oUser","a":1}`)),
+		"empty appid":     mk(enc(sk, `{"openId":"oUser","watermark":{"appid":""}}`)),
+		"appid prefix":    mk(enc(sk, `{"openId":"oUser","watermark":{"appid":"wxap"}}`)),
 		"empty plaintext": mk(enc(sk, ``)),
+		"no openId":       mk(enc(sk, `{"nickName":"x","watermark":{"appid":"wxapp"}}`)),
+		"other openId":    mk(enc(sk, `{"openId":"oOther","watermark":{"appid":"wxapp"}}`)),
+		"share info":      mk(enc(sk, `{"openGId":"tGabcdefghijklmnopqrstuvwxyz","watermark":{"appid":"wxapp"}}`)),
 	}
 	for name, in := range tests {
 		t.Run(name, func(t *testing.T) {
-			_, err := wechat.DecryptUserData(sk, "wxapp", in.data, in.iv)
+			_, err := wechat.DecryptUserData(sk, wechat.Owner{AppID: "wxapp", OpenID: "oUser"}, in.data, in.iv)
 			if err != wechat.ErrDecrypt {
 				t.Errorf("err = %v, want exactly ErrDecrypt", err)
 			}
 		})
 	}
-	if _, err := wechat.DecryptUserData("malformed", "wxapp", good, goodIV); err != wechat.ErrDecrypt {
+	if _, err := wechat.DecryptUserData("malformed", wechat.Owner{AppID: "wxapp", OpenID: "oUser"}, good, goodIV); err != wechat.ErrDecrypt {
 		t.Errorf("malformed session key: %v", err)
 	}
 }
@@ -174,7 +182,7 @@ func FuzzDecryptUserData(f *testing.F) {
 	f.Add("", "", "")
 	f.Add("%2B%2F", "=", "tiihtNczf5v6AKRyjwEUhQ")
 	f.Fuzz(func(t *testing.T, data, iv, sk string) {
-		out, err := wechat.DecryptUserData(secret.String(sk), vectorAppID, data, iv)
+		out, err := wechat.DecryptUserData(secret.String(sk), vectorOwner, data, iv)
 		if err != nil {
 			return
 		}
@@ -198,7 +206,7 @@ func BenchmarkDecryptUserData(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				_, _ = wechat.DecryptUserData(vectorSessionKey, vectorAppID, bc.data, bc.iv)
+				_, _ = wechat.DecryptUserData(vectorSessionKey, vectorOwner, bc.data, bc.iv)
 			}
 		})
 	}

@@ -1,0 +1,242 @@
+package handlers
+
+import (
+	"errors"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/labstack/echo/v4"
+	"golang.org/x/time/rate"
+
+	"github.com/wxtoken/wxtoken/wechat"
+)
+
+const (
+	// limiterEntries bounds the clients one limiter tracks: about 300 bytes
+	// each (key, bucket, list and map entry) plus half as many ghost keys,
+	// so about 10 MB however many distinct clients arrive.
+	limiterEntries = 32 << 10
+	// netMultiplier is how much more an IPv6 /48 may do than one of its
+	// /64s: a site or a small provider puts many users in one /48, but an
+	// attacker holding a /48 has 65,536 /64s, each with a fresh burst.
+	netMultiplier = 16
+)
+
+// keyedLimiter is a token bucket per key, kept in a fixed number of entries.
+//
+// The entries live in a 2Q cache (hashicorp/golang-lru): a key seen once
+// sits in a small "recent" queue and moves to the "frequent" queue when it
+// comes back. A flood of one-shot keys (every address of a /48, or spoofed
+// addresses through a trusted proxy) only churns the recent queue, so the
+// clients that keep coming stay tracked and keep their limits. A client
+// that is evicted anyway comes back with a fresh burst: the bound costs at
+// most one extra burst per eviction, never unbounded memory.
+type keyedLimiter struct {
+	mu      sync.Mutex // makes get-or-create and the two-bucket check atomic
+	buckets *lru.TwoQueueCache[string, *rate.Limiter]
+	limit   rate.Limit
+	burst   int
+	now     func() time.Time
+}
+
+func newKeyedLimiter(entries int, perSecond float64, burst int, now func() time.Time) *keyedLimiter {
+	c, err := lru.New2Q[string, *rate.Limiter](entries)
+	if err != nil {
+		// Only a size below 1 fails, and every caller passes a constant.
+		panic("handlers: limiter size: " + err.Error())
+	}
+	return &keyedLimiter{buckets: c, limit: rate.Limit(perSecond), burst: max(burst, 1), now: now}
+}
+
+// bucket finds or makes the bucket of key; scale widens it for aggregates.
+// Call it once per key per request: a second lookup would promote a
+// one-shot key into the frequent queue. The caller holds mu.
+func (l *keyedLimiter) bucket(key string, scale int) *rate.Limiter {
+	if b, ok := l.buckets.Get(key); ok {
+		return b
+	}
+	b := rate.NewLimiter(l.limit*rate.Limit(scale), l.burst*scale)
+	l.buckets.Add(key, b)
+	return b
+}
+
+// allow takes one token from key's bucket.
+func (l *keyedLimiter) allow(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.bucket(key, 1).AllowN(l.now(), 1)
+}
+
+// allowClient takes one token for the client at ip: from its own bucket
+// (the address, or the /64 for IPv6) and, for IPv6, from its /48's wider
+// bucket. An empty /48 refuses before the /64 is even tracked, so a flood
+// from one /48 adds one entry, not one per /64.
+func (l *keyedLimiter) allowClient(ip string) bool {
+	host, wide := clientKeys(ip)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	var net *rate.Limiter
+	if wide != "" {
+		if net = l.bucket(wide, netMultiplier); net.TokensAt(now) < 1 {
+			return false
+		}
+	}
+	if !l.bucket(host, 1).AllowN(now, 1) {
+		return false
+	}
+	if net != nil {
+		net.AllowN(now, 1)
+	}
+	return true
+}
+
+// exhausted reports whether the client at ip has no token left, without
+// taking one and without tracking a client it does not know.
+func (l *keyedLimiter) exhausted(ip string) bool {
+	host, wide := clientKeys(ip)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	for _, k := range []string{host, wide} {
+		if b, ok := l.buckets.Peek(k); ok && k != "" && b.TokensAt(now) < 1 {
+			return true
+		}
+	}
+	return false
+}
+
+// spend takes a token from the client's buckets whether or not one is left.
+func (l *keyedLimiter) spend(ip string) {
+	host, wide := clientKeys(ip)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	l.bucket(host, 1).AllowN(now, 1)
+	if wide != "" {
+		l.bucket(wide, netMultiplier).AllowN(now, 1)
+	}
+}
+
+// exhaustedKey and spendKey are exhausted and spend for a plain key.
+func (l *keyedLimiter) exhaustedKey(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets.Peek(key)
+	return ok && b.TokensAt(l.now()) < 1
+}
+
+func (l *keyedLimiter) spendKey(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.bucket(key, 1).AllowN(l.now(), 1)
+}
+
+// tracked is how many keys the limiter holds.
+func (l *keyedLimiter) tracked() int { return l.buckets.Len() }
+
+// retryAfter is the wait the 429 advises: one token's refill, at least 1 s.
+func (l *keyedLimiter) retryAfter() time.Duration {
+	return max(time.Duration(float64(time.Second)/float64(l.limit)), time.Second)
+}
+
+// limitBy refuses a request with 429 and Retry-After when allow says no.
+func limitBy(allow func(echo.Context) bool, retry time.Duration, detail string) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if !allow(c) {
+				return kindRateLimited.problem(detail).withRetryAfter(retry)
+			}
+			return next(c)
+		}
+	}
+}
+
+// clientKeys are the rate-limit keys of a client address: the address for
+// IPv4, the /64 for IPv6 (a client usually holds a whole /64, and each of
+// its 2^64 addresses would otherwise bring a fresh burst), and for IPv6
+// also the /48 around it.
+func clientKeys(ip string) (host, wide string) {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip, ""
+	}
+	addr = addr.Unmap().WithZone("")
+	if addr.Is4() {
+		return addr.String(), ""
+	}
+	p64, _ := addr.Prefix(64)
+	p48, _ := addr.Prefix(48)
+	return p64.String(), p48.String()
+}
+
+// authOKKey marks a request the bearer middleware let through.
+const authOKKey = "wxtoken.authenticated"
+
+// limitAuthFailures wraps the bearer middleware with a limiter of failed
+// authentications per client, built like the login limiter. A client whose
+// failures used up its bucket gets 429 before its token is checked (the
+// check is the cost being limited); a request whose token is good never
+// draws from the bucket, so clients with valid tokens are not slowed.
+func (h *server) limitAuthFailures(bearer echo.MiddlewareFunc) echo.MiddlewareFunc {
+	if h.cfg.AuthFailRate <= 0 {
+		return bearer
+	}
+	l := newKeyedLimiter(limiterEntries, h.cfg.AuthFailRate, h.cfg.AuthFailBurst, h.cfg.Now)
+	retry := l.retryAfter()
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		guarded := bearer(func(c echo.Context) error {
+			c.Set(authOKKey, true)
+			return next(c)
+		})
+		return func(c echo.Context) error {
+			ip := c.RealIP()
+			if l.exhausted(ip) {
+				return kindRateLimited.problem("Too many failed authentications from this address. " +
+					"Log in again for a fresh token, then retry.").withRetryAfter(retry)
+			}
+			err := guarded(c)
+			if ok, _ := c.Get(authOKKey).(bool); !ok && unauthorized(err) {
+				l.spend(ip)
+			}
+			return err
+		}
+	}
+}
+
+// unauthorized reports whether err is a 401 problem: a failed authentication.
+func unauthorized(err error) bool {
+	var p *Problem
+	return errors.As(err, &p) && p.Status == http.StatusUnauthorized
+}
+
+// limitDecryptFailures limits, per user, user data that fails to decrypt,
+// with the budget of failed authentications (a bucket of its own). WeChat's
+// AES-CBC has no MAC, so every attempt to pass off rewritten data asks the
+// key a question; a user whose data is genuine almost never fails, and one
+// whose session_key was replaced should log in again anyway.
+func (h *server) limitDecryptFailures() echo.MiddlewareFunc {
+	if h.cfg.AuthFailRate <= 0 {
+		return func(next echo.HandlerFunc) echo.HandlerFunc { return next }
+	}
+	l := newKeyedLimiter(limiterEntries, h.cfg.AuthFailRate, h.cfg.AuthFailBurst, h.cfg.Now)
+	retry := l.retryAfter()
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			s := sessionOf(c)
+			key := s.AppID + "|" + s.OpenID
+			if l.exhaustedKey(key) {
+				return kindRateLimited.problem("Too much user data that did not decrypt for this user. " +
+					"Call wx.login() and /v1/login again, then send data from the new session.").withRetryAfter(retry)
+			}
+			err := next(c)
+			if errors.Is(err, wechat.ErrDecrypt) {
+				l.spendKey(key)
+			}
+			return err
+		}
+	}
+}
