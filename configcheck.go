@@ -51,6 +51,9 @@ var settingValues = map[string]func(c *config) string{
 	"WXTOKEN_JWKS_MAX_AGE":         func(c *config) string { return c.JWKSMaxAge.String() },
 	"WXTOKEN_UPSTREAM_CONCURRENCY": func(c *config) string { return strconv.Itoa(c.UpstreamConcurrency) },
 	"WXTOKEN_LOG_LEVEL":            func(c *config) string { return strings.ToLower(c.LogLevel.String()) },
+	"WXTOKEN_AUTH_FAIL_RATE":       func(c *config) string { return perSecond(c.AuthFailRate) },
+	"WXTOKEN_AUTH_FAIL_BURST":      func(c *config) string { return strconv.Itoa(c.AuthFailBurst) },
+	"WXTOKEN_MAX_CONNS":            func(c *config) string { return strconv.Itoa(c.MaxConns) },
 	"WXTOKEN_TOKEN_CACHE_ENTRIES": func(c *config) string {
 		return offIfZero(strconv.Itoa(c.TokenCacheEntries), c.TokenCacheEntries == 0)
 	},
