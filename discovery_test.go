@@ -183,3 +183,7 @@ func mustSegment(t testing.TB, raw string, i int) []byte {
 	}
 	return b
 }
+
+func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+func splitToken(raw string) []string { return strings.Split(raw, ".") }
