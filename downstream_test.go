@@ -6,6 +6,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -302,5 +307,56 @@ func TestEchoMiddleware(t *testing.T) {
 				t.Error("no challenge")
 			}
 		})
+	}
+}
+
+// TestExampleDownstream builds examples/downstream and runs it as its own
+// process against a real wxtoken: it discovers the keys from the issuer
+// (reached through an HTTP proxy, as HTTP_PROXY says) and answers /me.
+func TestExampleDownstream(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and starts an OS process")
+	}
+	f := newFixture(t, testAppID)
+	s := startServer(t, f.env.with("WXTOKEN_ISSUER", testIssuer))
+	target, err := url.Parse(s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httptest.NewServer(httputil.NewSingleHostReverseProxy(target))
+	t.Cleanup(proxy.Close)
+
+	bin := filepath.Join(t.TempDir(), "downstream")
+	if out, err := exec.Command("go", "build", "-o", bin, "./examples/downstream").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HTTP_PROXY=" + proxy.URL, "WXTOKEN_ISSUER=" + testIssuer,
+		"WECHAT_APPID=" + testAppID, "DOWNSTREAM_ADDR=127.0.0.1:0"}
+	logs := newLogBuffer()
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	var base string
+	select {
+	case addr := <-logs.addr:
+		base = "http://" + addr
+	case <-time.After(20 * time.Second):
+		t.Fatalf("downstream did not start\n%s", logs.String())
+	}
+
+	tok, answer := login(t, s.URL, "example")
+	got := do(t, http.MethodGet, base+"/me", tok, "", nil)
+	if got.Status != http.StatusOK {
+		t.Fatalf("/me: %d %s", got.Status, got.Body)
+	}
+	if m := got.json(t); m["openid"] != answer["openid"] || m["appid"] != testAppID {
+		t.Errorf("/me = %s", got.Body)
+	}
+	refused := do(t, http.MethodGet, base+"/me", "", "", nil)
+	if refused.Status != http.StatusUnauthorized || refused.Header.Get("WWW-Authenticate") != `Bearer realm="downstream"` {
+		t.Errorf("/me without a token: %d %q", refused.Status, refused.Header.Get("WWW-Authenticate"))
 	}
 }
