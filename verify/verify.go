@@ -42,9 +42,9 @@ const (
 	maxDocumentBytes = 1 << 20
 )
 
-// DefaultAlgorithms are the algorithms wxtoken can sign with. Only
+// wxtokenAlgorithms are the algorithms wxtoken can sign with. Only these
 // asymmetric algorithms are ever accepted, whatever the issuer publishes.
-var defaultAlgorithms = []string{"ES256", "EdDSA", "RS256"}
+func wxtokenAlgorithms() []string { return []string{"ES256", "EdDSA", "RS256"} }
 
 // Sentinel errors; every refused token wraps ErrInvalidToken, so callers
 // branch with errors.Is. The wrapped detail is for logs only.
@@ -183,10 +183,11 @@ func (c *Config) defaults() error {
 		return errors.New("verify: leeway must not be negative")
 	}
 	if len(c.Algorithms) == 0 {
-		c.Algorithms = defaultAlgorithms
+		c.Algorithms = wxtokenAlgorithms()
 	}
+	c.Algorithms = slices.Clone(c.Algorithms)
 	for _, a := range c.Algorithms {
-		if !slices.Contains(defaultAlgorithms, a) {
+		if !slices.Contains(wxtokenAlgorithms(), a) {
 			return fmt.Errorf("verify: algorithm %q is not one wxtoken signs with", a)
 		}
 	}
