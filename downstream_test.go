@@ -145,8 +145,20 @@ func TestVerifyAcrossRotations(t *testing.T) {
 		t.Fatalf("past max-age, an old token: %v, want ErrInvalidToken", err)
 	}
 
-	if _, err := v.Verify(ctx, third); err != nil {
-		t.Fatalf("after an emergency rotation, the new token: %v", err)
+	// Many requests with the new kid at once: all accepted, one refetch.
+	var wg sync.WaitGroup
+	var refused atomic.Int32
+	for range 20 {
+		wg.Go(func() {
+			if _, err := v.Verify(ctx, third); err != nil {
+				refused.Add(1)
+				t.Errorf("after an emergency rotation, the new token: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if refused.Load() > 0 {
+		t.FailNow()
 	}
 	if n := ct.count(jwksPath); n != 2 {
 		t.Fatalf("JWKS fetched %d times, want 2 (one refetch for the unknown kid)", n)

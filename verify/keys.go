@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/MicahParks/jwkset"
-	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
 )
 
@@ -120,10 +119,12 @@ type remoteKeys struct {
 	*jwkset.MemoryJWKSet
 	url     string
 	cfg     Config
-	flight  singleflight.Group
 	unknown *rate.Limiter
 
-	mu        sync.Mutex
+	mu sync.Mutex
+	// inflight is the running fetch (nil: none), so callers the rate limit
+	// turns away can still wait for the keys it brings.
+	inflight  *flight
 	etag      string
 	fetchedAt time.Time // last successful fetch or revalidation
 	expires   time.Time
@@ -143,15 +144,22 @@ func newRemoteKeys(url string, cfg Config) *remoteKeys {
 
 // KeyRead finds kid in a fresh enough set; an unknown kid triggers one
 // refetch when the rate limit allows, since the issuer may have rotated.
+// Over the limit, a request still waits for a fetch already running (one
+// that another request with the same new kid started).
 func (r *remoteKeys) KeyRead(ctx context.Context, kid string) (jwkset.JWK, error) {
 	if err := r.ensureFresh(ctx); err != nil {
 		return jwkset.JWK{}, err
 	}
 	jwk, err := r.MemoryJWKSet.KeyRead(ctx, kid)
-	if !errors.Is(err, jwkset.ErrKeyNotFound) || !r.unknown.AllowN(r.cfg.Now(), 1) {
+	if !errors.Is(err, jwkset.ErrKeyNotFound) {
 		return jwk, err
 	}
-	if ferr := r.refresh(ctx); ferr != nil {
+	joined, ferr := r.join(ctx, func() bool { return r.unknown.AllowN(r.cfg.Now(), 1) })
+	if !joined {
+		// A fetch may have ended since the first read: its set is stored.
+		return r.MemoryJWKSet.KeyRead(ctx, kid)
+	}
+	if ferr != nil {
 		return jwkset.JWK{}, fmt.Errorf("unknown kid, refetch failed: %w", ferr)
 	}
 	return r.MemoryJWKSet.KeyRead(ctx, kid)
@@ -188,13 +196,47 @@ func (r *remoteKeys) ensureFresh(ctx context.Context) error {
 }
 
 // refresh fetches the JWKS (conditionally, with the last ETag) and replaces
-// the set. Parallel callers share one request.
+// the set, or waits for the fetch already running.
 func (r *remoteKeys) refresh(ctx context.Context) error {
-	_, err, _ := r.flight.Do("jwks", func() (any, error) {
-		// The fetch outlives any one caller's cancellation: others wait on it.
-		return nil, r.fetch(context.WithoutCancel(ctx))
-	})
+	_, err := r.join(ctx, func() bool { return true })
 	return err
+}
+
+// flight is one running fetch; err is set before done is closed.
+type flight struct {
+	done chan struct{}
+	err  error
+}
+
+// join waits for the running fetch, or starts one when start (called under
+// the lock, so deciding and starting are one step) says so; joined is false
+// when it neither found nor started one. Parallel callers share one request,
+// and the fetch outlives any one caller's cancellation.
+func (r *remoteKeys) join(ctx context.Context, start func() bool) (joined bool, err error) {
+	r.mu.Lock()
+	f := r.inflight
+	if f == nil {
+		if !start() {
+			r.mu.Unlock()
+			return false, nil
+		}
+		f = &flight{done: make(chan struct{})}
+		r.inflight = f
+		go func() {
+			f.err = r.fetch(context.WithoutCancel(ctx))
+			r.mu.Lock()
+			r.inflight = nil
+			r.mu.Unlock()
+			close(f.done)
+		}()
+	}
+	r.mu.Unlock()
+	select {
+	case <-f.done:
+		return true, f.err
+	case <-ctx.Done():
+		return true, ctx.Err()
+	}
 }
 
 func (r *remoteKeys) fetch(ctx context.Context) error {
