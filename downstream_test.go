@@ -81,6 +81,17 @@ func mustVerifier(t testing.TB, serverURL string) (*verify.Verifier, *testClock,
 	return v, clock, ct
 }
 
+// jwksMaxAge is the max-age wxtoken's JWKS answer declares.
+func jwksMaxAge(t testing.TB, base string) time.Duration {
+	t.Helper()
+	cc := do(t, http.MethodGet, base+jwksPath, "", "", nil).Header.Get("Cache-Control")
+	var secs int
+	if _, err := fmt.Sscanf(cc, "public, max-age=%d", &secs); err != nil || secs <= 0 {
+		t.Fatalf("JWKS Cache-Control %q: %v", cc, err)
+	}
+	return time.Duration(secs) * time.Second
+}
+
 // loginNewKID logs in until the server signs with a key other than old
 // (the server reloads the keys directory on its own schedule).
 func loginNewKID(t testing.TB, base string, old ...string) string {
@@ -140,7 +151,7 @@ func TestVerifyAcrossRotations(t *testing.T) {
 	if _, err := lagging.Verify(ctx, second); err != nil {
 		t.Fatalf("within max-age a cached old key still verifies (the documented window): %v", err)
 	}
-	lagClock.Advance(5*time.Minute + time.Second) // the server's max-age (WXTOKEN_JWKS_MAX_AGE default)
+	lagClock.Advance(jwksMaxAge(t, s.URL) + time.Second)
 	if _, err := lagging.Verify(ctx, second); !errors.Is(err, verify.ErrInvalidToken) {
 		t.Fatalf("past max-age, an old token: %v, want ErrInvalidToken", err)
 	}
@@ -264,7 +275,7 @@ func TestVerifyRevalidatesWithETag(t *testing.T) {
 	}
 	tok, _ := login(t, s.URL, "etag")
 	for range 3 {
-		clock.Advance(5*time.Minute + time.Second)
+		clock.Advance(jwksMaxAge(t, s.URL) + time.Second)
 		if _, err := v.Verify(context.Background(), tok); err != nil {
 			t.Fatal(err)
 		}
