@@ -15,6 +15,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/legacy"
+	"github.com/labstack/echo/v4"
 
 	"github.com/wxtoken/wxtoken/handlers"
 )
@@ -61,6 +62,21 @@ func TestOpenAPIRoutesMatchImplementation(t *testing.T) {
 			continue
 		}
 		served[r.Method+" "+r.Path] = true
+	}
+	// HEAD is GET without the body (RFC 9110 9.3.2): every GET route must
+	// answer it, and the spec describes it through the GET operation.
+	for k := range served {
+		if path, ok := strings.CutPrefix(k, "HEAD "); ok {
+			if !served["GET "+path] {
+				t.Errorf("HEAD %s is served without GET", path)
+			}
+			delete(served, k)
+		}
+	}
+	for k := range spec {
+		if path, ok := strings.CutPrefix(k, "GET "); ok && !routeServed(a.echo.Routes(), http.MethodHead, path) {
+			t.Errorf("GET %s does not answer HEAD", path)
+		}
 	}
 	var missing, extra []string
 	for k := range served {
@@ -146,6 +162,8 @@ func TestOpenAPIAnswersMatchSpec(t *testing.T) {
 		{name: "healthz", method: "GET", path: "/healthz", status: 200},
 		{name: "readyz", method: "GET", path: "/readyz", status: 200},
 		{name: "openapi", method: "GET", path: "/openapi.yaml", status: 200},
+		{name: "openid configuration", method: "GET", path: "/.well-known/openid-configuration", status: 200},
+		{name: "authorization server metadata", method: "GET", path: "/.well-known/oauth-authorization-server", status: 200},
 	}
 	for _, ex := range exchanges {
 		t.Run(ex.name, func(t *testing.T) {
@@ -210,6 +228,15 @@ func TestOpenAPIAnswersMatchSpec(t *testing.T) {
 			}
 		})
 	}
+}
+
+func routeServed(routes []*echo.Route, method, path string) bool {
+	for _, r := range routes {
+		if r.Method == method && r.Path == path {
+			return true
+		}
+	}
+	return false
 }
 
 // checkProblemAgainstSpec sends req and validates its answer against the

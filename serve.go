@@ -207,6 +207,8 @@ func newApp(cfg *config, logger *slog.Logger) (*app, error) {
 		RequestTimeout: cfg.requestTimeout(),
 		TrustedProxies: cfg.TrustedProxies,
 		JWKSMaxAge:     cfg.JWKSMaxAge,
+		Issuer:         cfg.Issuer,
+		Algorithms:     func() []string { return store.Current().Algorithms() },
 	})
 	if err != nil {
 		return nil, err

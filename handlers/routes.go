@@ -86,6 +86,11 @@ type Config struct {
 	TrustedProxies []*net.IPNet
 	// JWKSMaxAge is the Cache-Control max-age of the JWKS.
 	JWKSMaxAge time.Duration
+	// Issuer is WXTOKEN_ISSUER, written byte for byte into the discovery
+	// documents. Empty: no discovery routes.
+	Issuer string
+	// Algorithms lists the published keys' algorithms, for discovery.
+	Algorithms func() []string
 	Now        func() time.Time
 }
 
@@ -100,6 +105,9 @@ func New(cfg Config) (*echo.Echo, error) {
 	}
 	if cfg.Ready == nil {
 		cfg.Ready = func() error { return nil }
+	}
+	if cfg.Issuer != "" && cfg.Algorithms == nil {
+		return nil, errors.New("handlers: algorithms are required with an issuer")
 	}
 	h := &server{cfg: cfg, bind: newBinder()}
 
@@ -118,10 +126,19 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.Use(h.recoverer)
 	e.Use(securityHeaders)
 
-	e.GET("/healthz", h.healthz)
-	e.GET("/readyz", h.readyz)
-	e.GET("/.well-known/jwks.json", h.jwks)
-	e.GET("/openapi.yaml", h.openapi)
+	// Every GET route answers HEAD too (RFC 9110 9.3.2), for curl -I and
+	// HEAD-based monitors; net/http drops the body of a HEAD answer.
+	get := func(path string, handler echo.HandlerFunc) {
+		e.Match([]string{http.MethodGet, http.MethodHead}, path, handler)
+	}
+	get("/healthz", h.healthz)
+	get("/readyz", h.readyz)
+	get("/.well-known/jwks.json", h.jwks)
+	get("/openapi.yaml", h.openapi)
+	if cfg.Issuer != "" {
+		get("/.well-known/openid-configuration", h.openIDConfiguration)
+		get("/.well-known/oauth-authorization-server", h.authorizationServerMetadata)
+	}
 
 	e.POST("/v1/login", h.login, h.loginLimiter())
 

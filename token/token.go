@@ -151,6 +151,17 @@ func isJSONNumber(raw json.RawMessage) bool {
 	return len(raw) > 0 && (raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9')
 }
 
+// issuedClaims is what Issue writes: a token has exactly one audience, and
+// it goes out as a JSON string, not a one-element array (RFC 7519 allows
+// both; simple gateways such as HAProxy's jwt_payload_query match only a
+// string). The shallower Audience field hides the embedded one when
+// marshalled, so jwt.MarshalSingleStringAsArray, a package-level setting,
+// is left alone. Verify reads either form.
+type issuedClaims struct {
+	claims
+	Audience string `json:"aud"`
+}
+
 // New checks the configuration and builds a Service.
 func New(cfg Config) (*Service, error) {
 	if cfg.Issuer == "" {
@@ -234,7 +245,7 @@ func (s *Service) Issue(_ context.Context, id Identity) (Issued, error) {
 	if method == nil {
 		return Issued{}, fmt.Errorf("token: issue: unsupported algorithm %q", sk.Alg)
 	}
-	t := jwt.NewWithClaims(method, c)
+	t := jwt.NewWithClaims(method, issuedClaims{claims: c, Audience: id.AppID})
 	t.Header["kid"] = sk.KID
 	t.Header["typ"] = Type
 	signingString, err := t.SigningString()
