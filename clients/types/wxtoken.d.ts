@@ -39,7 +39,10 @@ export interface paths {
          * @description AES-128-CBC with the token's session_key, PKCS#7 padding; the decrypted `watermark.appid` must be the
          *     token's appid. Problems that do not depend on the key are named exactly (`invalid-user-data`); every
          *     key-dependent failure (wrong key, bad padding, not JSON, watermark of another app) gives one and the same
-         *     `decryption-failed` answer, so the endpoint is no padding oracle.
+         *     `decryption-failed` answer, so the endpoint is no padding oracle. The caller's iv can rewrite the first
+         *     16 bytes, so data is answered only when they are what WeChat writes: user info must begin with the token's
+         *     openid (and carry its unionid), phone-number data with `{"phoneNumber":"`, run data with
+         *     `{"stepInfoList":`; share info and repeated keys are refused, with the same answer.
          */
         post: operations["decrypt"];
         delete?: never;
@@ -120,7 +123,8 @@ export interface paths {
         put?: never;
         /**
          * Dev mode only: answer what wx.getUserInfo would give the mini program for a JSON object.
-         * @description Absent (404) unless the server runs with `serve --dev`. `encryptedData`/`iv` hold the object plus the
+         * @description Absent (404) unless the server runs with `serve --dev`. `encryptedData`/`iv` hold user info as WeChat
+         *     writes it: the token's openId first, the object's fields, the token's unionId (if any) and the
          *     watermark of the token's appid, encrypted as WeChat does for this session (for `/v1/decrypt`);
          *     `rawData` is the object as JSON and `signature` is hex(sha1(rawData + session_key)) (for
          *     `/v1/userinfo`). The whole answer is a valid `/v1/userinfo` request.
@@ -221,7 +225,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness: 200 when keys are loaded and the server is not draining. */
+        /** Readiness: 200 when the keys on disk load and the server is not draining; 503 once every load of the keys directory has failed for two reload intervals. */
         get: operations["readyz"];
         put?: never;
         post?: never;
@@ -378,10 +382,12 @@ export interface components {
          * @description The request is malformed (`invalid-request`), names an unknown appid (`unknown-app`), carries a code
          *     WeChat refused (`invalid-code`, with WeChat's `errcode`), malformed user data (`invalid-user-data`),
          *     data that does not decrypt for this session (`decryption-failed`) or a wrong signature
-         *     (`invalid-signature`).
+         *     (`invalid-signature`). On bearer routes, more than one `Authorization` header is an `invalid-request`
+         *     with a `WWW-Authenticate` challenge carrying error="invalid_request".
          */
         BadRequest: {
             headers: {
+                "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                 [name: string]: unknown;
             };
             content: {
@@ -435,7 +441,8 @@ export interface components {
             };
         };
         /**
-         * @description Our per-client login limit or per-user limit on calls that reach WeChat (`rate-limited`), or WeChat's
+         * @description Our per-client login limit, per-client limit on failed bearer authentications, or per-user limit on
+         *     calls that reach WeChat (`rate-limited`), or WeChat's
          *     own (`wechat-rate-limited`, errcode 45011).
          */
         TooManyRequests: {
@@ -448,8 +455,8 @@ export interface components {
             };
         };
         /**
-         * @description WeChat answered an error, a non-200 status or something that is not JSON, or could not be reached
-         *     (`wechat-error`). Retry-After is set when WeChat could not be reached or answered HTTP ≥ 300 or not
+         * @description WeChat answered an error, a non-200 status, something that is not JSON or a malformed login (an
+         *     openid, unionid or session_key not of WeChat's shape), or could not be reached (`wechat-error`). Retry-After is set when WeChat could not be reached or answered HTTP ≥ 300 or not
          *     JSON; not for a WeChat errcode.
          */
         BadGateway: {
@@ -500,7 +507,7 @@ export interface components {
         NoStore: "no-store";
         /** @description Seconds to wait before retrying. */
         RetryAfter: number;
-        /** @description RFC 6750 challenge; carries error="invalid_token" when a token was sent but refused. */
+        /** @description RFC 6750 challenge; carries error="invalid_token" when a token was sent but refused, error="invalid_request" when several Authorization headers were sent. */
         WWWAuthenticate: string;
     };
     pathItems: never;
@@ -572,6 +579,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             413: components["responses"]["TooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyRequests"];
             default: components["responses"]["Other"];
         };
     };
@@ -601,6 +609,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             413: components["responses"]["TooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyRequests"];
             default: components["responses"]["Other"];
         };
     };
@@ -655,6 +664,7 @@ export interface operations {
                     "application/json": components["schemas"]["SessionStatus"];
                 };
             };
+            400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             429: components["responses"]["TooManyRequests"];
             502: components["responses"]["BadGateway"];
@@ -699,6 +709,7 @@ export interface operations {
             404: components["responses"]["NotFound"];
             413: components["responses"]["TooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManyRequests"];
             default: components["responses"]["Other"];
         };
     };

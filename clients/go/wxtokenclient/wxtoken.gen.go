@@ -589,7 +589,8 @@ type ClientInterface interface {
 
 	// DevEncryptWithBody Dev mode only: answer what wx.getUserInfo would give the mini program for a JSON object.
 	//
-	// Absent (404) unless the server runs with `serve --dev`. `encryptedData`/`iv` hold the object plus the
+	// Absent (404) unless the server runs with `serve --dev`. `encryptedData`/`iv` hold user info as WeChat
+	// writes it: the token's openId first, the object's fields, the token's unionId (if any) and the
 	// watermark of the token's appid, encrypted as WeChat does for this session (for `/v1/decrypt`);
 	// `rawData` is the object as JSON and `signature` is hex(sha1(rawData + session_key)) (for
 	// `/v1/userinfo`). The whole answer is a valid `/v1/userinfo` request.
@@ -601,7 +602,8 @@ type ClientInterface interface {
 
 	// DevEncrypt Dev mode only: answer what wx.getUserInfo would give the mini program for a JSON object.
 	//
-	// Absent (404) unless the server runs with `serve --dev`. `encryptedData`/`iv` hold the object plus the
+	// Absent (404) unless the server runs with `serve --dev`. `encryptedData`/`iv` hold user info as WeChat
+	// writes it: the token's openId first, the object's fields, the token's unionId (if any) and the
 	// watermark of the token's appid, encrypted as WeChat does for this session (for `/v1/decrypt`);
 	// `rawData` is the object as JSON and `signature` is hex(sha1(rawData + session_key)) (for
 	// `/v1/userinfo`). The whole answer is a valid `/v1/userinfo` request.
@@ -621,7 +623,7 @@ type ClientInterface interface {
 	// Corresponds with GET /openapi.yaml (the `Openapi` operationId).
 	Openapi(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// Readyz Readiness: 200 when keys are loaded and the server is not draining.
+	// Readyz Readiness: 200 when the keys on disk load and the server is not draining; 503 once every load of the keys directory has failed for two reload intervals.
 	//
 	// Corresponds with GET /readyz (the `Readyz` operationId).
 	Readyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -631,7 +633,10 @@ type ClientInterface interface {
 	// AES-128-CBC with the token's session_key, PKCS#7 padding; the decrypted `watermark.appid` must be the
 	// token's appid. Problems that do not depend on the key are named exactly (`invalid-user-data`); every
 	// key-dependent failure (wrong key, bad padding, not JSON, watermark of another app) gives one and the same
-	// `decryption-failed` answer, so the endpoint is no padding oracle.
+	// `decryption-failed` answer, so the endpoint is no padding oracle. The caller's iv can rewrite the first
+	// 16 bytes, so data is answered only when they are what WeChat writes: user info must begin with the token's
+	// openid (and carry its unionid), phone-number data with `{"phoneNumber":"`, run data with
+	// `{"stepInfoList":`; share info and repeated keys are refused, with the same answer.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -643,7 +648,10 @@ type ClientInterface interface {
 	// AES-128-CBC with the token's session_key, PKCS#7 padding; the decrypted `watermark.appid` must be the
 	// token's appid. Problems that do not depend on the key are named exactly (`invalid-user-data`); every
 	// key-dependent failure (wrong key, bad padding, not JSON, watermark of another app) gives one and the same
-	// `decryption-failed` answer, so the endpoint is no padding oracle.
+	// `decryption-failed` answer, so the endpoint is no padding oracle. The caller's iv can rewrite the first
+	// 16 bytes, so data is answered only when they are what WeChat writes: user info must begin with the token's
+	// openid (and carry its unionid), phone-number data with `{"phoneNumber":"`, run data with
+	// `{"stepInfoList":`; share info and repeated keys are refused, with the same answer.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -774,7 +782,8 @@ func (c *Client) OpenidConfiguration(ctx context.Context, reqEditors ...RequestE
 
 // DevEncryptWithBody Dev mode only: answer what wx.getUserInfo would give the mini program for a JSON object.
 //
-// Absent (404) unless the server runs with `serve --dev`. `encryptedData`/`iv` hold the object plus the
+// Absent (404) unless the server runs with `serve --dev`. `encryptedData`/`iv` hold user info as WeChat
+// writes it: the token's openId first, the object's fields, the token's unionId (if any) and the
 // watermark of the token's appid, encrypted as WeChat does for this session (for `/v1/decrypt`);
 // `rawData` is the object as JSON and `signature` is hex(sha1(rawData + session_key)) (for
 // `/v1/userinfo`). The whole answer is a valid `/v1/userinfo` request.
@@ -796,7 +805,8 @@ func (c *Client) DevEncryptWithBody(ctx context.Context, contentType string, bod
 
 // DevEncrypt Dev mode only: answer what wx.getUserInfo would give the mini program for a JSON object.
 //
-// Absent (404) unless the server runs with `serve --dev`. `encryptedData`/`iv` hold the object plus the
+// Absent (404) unless the server runs with `serve --dev`. `encryptedData`/`iv` hold user info as WeChat
+// writes it: the token's openId first, the object's fields, the token's unionId (if any) and the
 // watermark of the token's appid, encrypted as WeChat does for this session (for `/v1/decrypt`);
 // `rawData` is the object as JSON and `signature` is hex(sha1(rawData + session_key)) (for
 // `/v1/userinfo`). The whole answer is a valid `/v1/userinfo` request.
@@ -846,7 +856,7 @@ func (c *Client) Openapi(ctx context.Context, reqEditors ...RequestEditorFn) (*h
 	return c.Client.Do(req)
 }
 
-// Readyz Readiness: 200 when keys are loaded and the server is not draining.
+// Readyz Readiness: 200 when the keys on disk load and the server is not draining; 503 once every load of the keys directory has failed for two reload intervals.
 //
 // Corresponds with GET /readyz (the `Readyz` operationId).
 func (c *Client) Readyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -866,7 +876,10 @@ func (c *Client) Readyz(ctx context.Context, reqEditors ...RequestEditorFn) (*ht
 // AES-128-CBC with the token's session_key, PKCS#7 padding; the decrypted `watermark.appid` must be the
 // token's appid. Problems that do not depend on the key are named exactly (`invalid-user-data`); every
 // key-dependent failure (wrong key, bad padding, not JSON, watermark of another app) gives one and the same
-// `decryption-failed` answer, so the endpoint is no padding oracle.
+// `decryption-failed` answer, so the endpoint is no padding oracle. The caller's iv can rewrite the first
+// 16 bytes, so data is answered only when they are what WeChat writes: user info must begin with the token's
+// openid (and carry its unionid), phone-number data with `{"phoneNumber":"`, run data with
+// `{"stepInfoList":`; share info and repeated keys are refused, with the same answer.
 //
 // Takes any type of body and a specified content type.
 //
@@ -888,7 +901,10 @@ func (c *Client) DecryptWithBody(ctx context.Context, contentType string, body i
 // AES-128-CBC with the token's session_key, PKCS#7 padding; the decrypted `watermark.appid` must be the
 // token's appid. Problems that do not depend on the key are named exactly (`invalid-user-data`); every
 // key-dependent failure (wrong key, bad padding, not JSON, watermark of another app) gives one and the same
-// `decryption-failed` answer, so the endpoint is no padding oracle.
+// `decryption-failed` answer, so the endpoint is no padding oracle. The caller's iv can rewrite the first
+// 16 bytes, so data is answered only when they are what WeChat writes: user info must begin with the token's
+// openid (and carry its unionid), phone-number data with `{"phoneNumber":"`, run data with
+// `{"stepInfoList":`; share info and repeated keys are refused, with the same answer.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -1507,7 +1523,8 @@ type ClientWithResponsesInterface interface {
 
 	// DevEncryptWithBodyWithResponse Dev mode only: answer what wx.getUserInfo would give the mini program for a JSON object.
 	//
-	// Absent (404) unless the server runs with `serve --dev`. `encryptedData`/`iv` hold the object plus the
+	// Absent (404) unless the server runs with `serve --dev`. `encryptedData`/`iv` hold user info as WeChat
+	// writes it: the token's openId first, the object's fields, the token's unionId (if any) and the
 	// watermark of the token's appid, encrypted as WeChat does for this session (for `/v1/decrypt`);
 	// `rawData` is the object as JSON and `signature` is hex(sha1(rawData + session_key)) (for
 	// `/v1/userinfo`). The whole answer is a valid `/v1/userinfo` request.
@@ -1519,7 +1536,8 @@ type ClientWithResponsesInterface interface {
 
 	// DevEncryptWithResponse Dev mode only: answer what wx.getUserInfo would give the mini program for a JSON object.
 	//
-	// Absent (404) unless the server runs with `serve --dev`. `encryptedData`/`iv` hold the object plus the
+	// Absent (404) unless the server runs with `serve --dev`. `encryptedData`/`iv` hold user info as WeChat
+	// writes it: the token's openId first, the object's fields, the token's unionId (if any) and the
 	// watermark of the token's appid, encrypted as WeChat does for this session (for `/v1/decrypt`);
 	// `rawData` is the object as JSON and `signature` is hex(sha1(rawData + session_key)) (for
 	// `/v1/userinfo`). The whole answer is a valid `/v1/userinfo` request.
@@ -1543,7 +1561,7 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /openapi.yaml (the `Openapi` operationId).
 	OpenapiWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*OpenapiResponse, error)
 
-	// ReadyzWithResponse Readiness: 200 when keys are loaded and the server is not draining.
+	// ReadyzWithResponse Readiness: 200 when the keys on disk load and the server is not draining; 503 once every load of the keys directory has failed for two reload intervals.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -1555,7 +1573,10 @@ type ClientWithResponsesInterface interface {
 	// AES-128-CBC with the token's session_key, PKCS#7 padding; the decrypted `watermark.appid` must be the
 	// token's appid. Problems that do not depend on the key are named exactly (`invalid-user-data`); every
 	// key-dependent failure (wrong key, bad padding, not JSON, watermark of another app) gives one and the same
-	// `decryption-failed` answer, so the endpoint is no padding oracle.
+	// `decryption-failed` answer, so the endpoint is no padding oracle. The caller's iv can rewrite the first
+	// 16 bytes, so data is answered only when they are what WeChat writes: user info must begin with the token's
+	// openid (and carry its unionid), phone-number data with `{"phoneNumber":"`, run data with
+	// `{"stepInfoList":`; share info and repeated keys are refused, with the same answer.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -1567,7 +1588,10 @@ type ClientWithResponsesInterface interface {
 	// AES-128-CBC with the token's session_key, PKCS#7 padding; the decrypted `watermark.appid` must be the
 	// token's appid. Problems that do not depend on the key are named exactly (`invalid-user-data`); every
 	// key-dependent failure (wrong key, bad padding, not JSON, watermark of another app) gives one and the same
-	// `decryption-failed` answer, so the endpoint is no padding oracle.
+	// `decryption-failed` answer, so the endpoint is no padding oracle. The caller's iv can rewrite the first
+	// 16 bytes, so data is answered only when they are what WeChat writes: user info must begin with the token's
+	// openid (and carry its unionid), phone-number data with `{"phoneNumber":"`, run data with
+	// `{"stepInfoList":`; share info and repeated keys are refused, with the same answer.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -1813,9 +1837,19 @@ type DevEncryptResponse200Headers struct {
 	CacheControl *string
 }
 
+// DevEncryptResponse400Headers the declared response headers of an HTTP 400 response for DevEncrypt
+type DevEncryptResponse400Headers struct {
+	WWWAuthenticate *string
+}
+
 // DevEncryptResponse401Headers the declared response headers of an HTTP 401 response for DevEncrypt
 type DevEncryptResponse401Headers struct {
 	WWWAuthenticate *string
+}
+
+// DevEncryptResponse429Headers the declared response headers of an HTTP 429 response for DevEncrypt
+type DevEncryptResponse429Headers struct {
+	RetryAfter *int
 }
 
 type DevEncryptResponse struct {
@@ -1833,12 +1867,18 @@ type DevEncryptResponse struct {
 	ApplicationproblemJSON413 *TooLarge
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
 	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
 	ApplicationproblemJSONDefault *Other
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *DevEncryptResponse200Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *DevEncryptResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *DevEncryptResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *DevEncryptResponse429Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -1869,6 +1909,11 @@ func (r DevEncryptResponse) GetApplicationproblemJSON413() *TooLarge {
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r DevEncryptResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r DevEncryptResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
@@ -2063,9 +2108,19 @@ func (r ReadyzResponse) ContentType() string {
 	return ""
 }
 
+// DecryptResponse400Headers the declared response headers of an HTTP 400 response for Decrypt
+type DecryptResponse400Headers struct {
+	WWWAuthenticate *string
+}
+
 // DecryptResponse401Headers the declared response headers of an HTTP 401 response for Decrypt
 type DecryptResponse401Headers struct {
 	WWWAuthenticate *string
+}
+
+// DecryptResponse429Headers the declared response headers of an HTTP 429 response for Decrypt
+type DecryptResponse429Headers struct {
+	RetryAfter *int
 }
 
 type DecryptResponse struct {
@@ -2081,10 +2136,16 @@ type DecryptResponse struct {
 	ApplicationproblemJSON413 *TooLarge
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
 	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
 	ApplicationproblemJSONDefault *Other
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *DecryptResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *DecryptResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *DecryptResponse429Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -2110,6 +2171,11 @@ func (r DecryptResponse) GetApplicationproblemJSON413() *TooLarge {
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r DecryptResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r DecryptResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
@@ -2149,6 +2215,11 @@ func (r DecryptResponse) ContentType() string {
 // LoginResponse200Headers the declared response headers of an HTTP 200 response for Login
 type LoginResponse200Headers struct {
 	CacheControl *string
+}
+
+// LoginResponse400Headers the declared response headers of an HTTP 400 response for Login
+type LoginResponse400Headers struct {
+	WWWAuthenticate *string
 }
 
 // LoginResponse429Headers the declared response headers of an HTTP 429 response for Login
@@ -2196,6 +2267,8 @@ type LoginResponse struct {
 	ApplicationproblemJSONDefault *Other
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *LoginResponse200Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *LoginResponse400Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *LoginResponse429Headers
 	// Headers502 the parsed response headers for an HTTP 502 response
@@ -2285,6 +2358,11 @@ func (r LoginResponse) ContentType() string {
 	return ""
 }
 
+// PhoneNumberResponse400Headers the declared response headers of an HTTP 400 response for PhoneNumber
+type PhoneNumberResponse400Headers struct {
+	WWWAuthenticate *string
+}
+
 // PhoneNumberResponse401Headers the declared response headers of an HTTP 401 response for PhoneNumber
 type PhoneNumberResponse401Headers struct {
 	WWWAuthenticate *string
@@ -2333,6 +2411,8 @@ type PhoneNumberResponse struct {
 	ApplicationproblemJSON504 *GatewayTimeout
 	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
 	ApplicationproblemJSONDefault *Other
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *PhoneNumberResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *PhoneNumberResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
@@ -2424,6 +2504,11 @@ func (r PhoneNumberResponse) ContentType() string {
 	return ""
 }
 
+// SessionCheckResponse400Headers the declared response headers of an HTTP 400 response for SessionCheck
+type SessionCheckResponse400Headers struct {
+	WWWAuthenticate *string
+}
+
 // SessionCheckResponse401Headers the declared response headers of an HTTP 401 response for SessionCheck
 type SessionCheckResponse401Headers struct {
 	WWWAuthenticate *string
@@ -2454,6 +2539,8 @@ type SessionCheckResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *SessionStatus
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Unauthorized
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
@@ -2466,6 +2553,8 @@ type SessionCheckResponse struct {
 	ApplicationproblemJSON504 *GatewayTimeout
 	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
 	ApplicationproblemJSONDefault *Other
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *SessionCheckResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *SessionCheckResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
@@ -2481,6 +2570,11 @@ type SessionCheckResponse struct {
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r SessionCheckResponse) GetJSON200() *SessionStatus {
 	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r SessionCheckResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
 }
 
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
@@ -2542,9 +2636,19 @@ func (r SessionCheckResponse) ContentType() string {
 	return ""
 }
 
+// UserinfoResponse400Headers the declared response headers of an HTTP 400 response for Userinfo
+type UserinfoResponse400Headers struct {
+	WWWAuthenticate *string
+}
+
 // UserinfoResponse401Headers the declared response headers of an HTTP 401 response for Userinfo
 type UserinfoResponse401Headers struct {
 	WWWAuthenticate *string
+}
+
+// UserinfoResponse429Headers the declared response headers of an HTTP 429 response for Userinfo
+type UserinfoResponse429Headers struct {
+	RetryAfter *int
 }
 
 type UserinfoResponse struct {
@@ -2560,10 +2664,16 @@ type UserinfoResponse struct {
 	ApplicationproblemJSON413 *TooLarge
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
 	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
 	ApplicationproblemJSONDefault *Other
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *UserinfoResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *UserinfoResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *UserinfoResponse429Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -2589,6 +2699,11 @@ func (r UserinfoResponse) GetApplicationproblemJSON413() *TooLarge {
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r UserinfoResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r UserinfoResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
@@ -2677,7 +2792,8 @@ func (c *ClientWithResponses) OpenidConfigurationWithResponse(ctx context.Contex
 
 // DevEncryptWithBodyWithResponse Dev mode only: answer what wx.getUserInfo would give the mini program for a JSON object.
 //
-// Absent (404) unless the server runs with `serve --dev`. `encryptedData`/`iv` hold the object plus the
+// Absent (404) unless the server runs with `serve --dev`. `encryptedData`/`iv` hold user info as WeChat
+// writes it: the token's openId first, the object's fields, the token's unionId (if any) and the
 // watermark of the token's appid, encrypted as WeChat does for this session (for `/v1/decrypt`);
 // `rawData` is the object as JSON and `signature` is hex(sha1(rawData + session_key)) (for
 // `/v1/userinfo`). The whole answer is a valid `/v1/userinfo` request.
@@ -2695,7 +2811,8 @@ func (c *ClientWithResponses) DevEncryptWithBodyWithResponse(ctx context.Context
 
 // DevEncryptWithResponse Dev mode only: answer what wx.getUserInfo would give the mini program for a JSON object.
 //
-// Absent (404) unless the server runs with `serve --dev`. `encryptedData`/`iv` hold the object plus the
+// Absent (404) unless the server runs with `serve --dev`. `encryptedData`/`iv` hold user info as WeChat
+// writes it: the token's openId first, the object's fields, the token's unionId (if any) and the
 // watermark of the token's appid, encrypted as WeChat does for this session (for `/v1/decrypt`);
 // `rawData` is the object as JSON and `signature` is hex(sha1(rawData + session_key)) (for
 // `/v1/userinfo`). The whole answer is a valid `/v1/userinfo` request.
@@ -2737,7 +2854,7 @@ func (c *ClientWithResponses) OpenapiWithResponse(ctx context.Context, reqEditor
 	return ParseOpenapiResponse(rsp)
 }
 
-// ReadyzWithResponse Readiness: 200 when keys are loaded and the server is not draining.
+// ReadyzWithResponse Readiness: 200 when the keys on disk load and the server is not draining; 503 once every load of the keys directory has failed for two reload intervals.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -2755,7 +2872,10 @@ func (c *ClientWithResponses) ReadyzWithResponse(ctx context.Context, reqEditors
 // AES-128-CBC with the token's session_key, PKCS#7 padding; the decrypted `watermark.appid` must be the
 // token's appid. Problems that do not depend on the key are named exactly (`invalid-user-data`); every
 // key-dependent failure (wrong key, bad padding, not JSON, watermark of another app) gives one and the same
-// `decryption-failed` answer, so the endpoint is no padding oracle.
+// `decryption-failed` answer, so the endpoint is no padding oracle. The caller's iv can rewrite the first
+// 16 bytes, so data is answered only when they are what WeChat writes: user info must begin with the token's
+// openid (and carry its unionid), phone-number data with `{"phoneNumber":"`, run data with
+// `{"stepInfoList":`; share info and repeated keys are refused, with the same answer.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -2773,7 +2893,10 @@ func (c *ClientWithResponses) DecryptWithBodyWithResponse(ctx context.Context, c
 // AES-128-CBC with the token's session_key, PKCS#7 padding; the decrypted `watermark.appid` must be the
 // token's appid. Problems that do not depend on the key are named exactly (`invalid-user-data`); every
 // key-dependent failure (wrong key, bad padding, not JSON, watermark of another app) gives one and the same
-// `decryption-failed` answer, so the endpoint is no padding oracle.
+// `decryption-failed` answer, so the endpoint is no padding oracle. The caller's iv can rewrite the first
+// 16 bytes, so data is answered only when they are what WeChat writes: user info must begin with the token's
+// openid (and carry its unionid), phone-number data with `{"phoneNumber":"`, run data with
+// `{"stepInfoList":`; share info and repeated keys are refused, with the same answer.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -3099,6 +3222,13 @@ func ParseDevEncryptResponse(rsp *http.Response) (*DevEncryptResponse, error) {
 		}
 		response.ApplicationproblemJSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Other
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -3119,6 +3249,16 @@ func ParseDevEncryptResponse(rsp *http.Response) (*DevEncryptResponse, error) {
 			headers.CacheControl = &value
 		}
 		response.Headers200 = &headers
+	case rsp.StatusCode == 400:
+		var headers DevEncryptResponse400Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers400 = &headers
 	case rsp.StatusCode == 401:
 		var headers DevEncryptResponse401Headers
 		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
@@ -3129,6 +3269,16 @@ func ParseDevEncryptResponse(rsp *http.Response) (*DevEncryptResponse, error) {
 			headers.WWWAuthenticate = &value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers DevEncryptResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
 	}
 
 	return response, nil
@@ -3302,6 +3452,13 @@ func ParseDecryptResponse(rsp *http.Response) (*DecryptResponse, error) {
 		}
 		response.ApplicationproblemJSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Other
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -3312,6 +3469,16 @@ func ParseDecryptResponse(rsp *http.Response) (*DecryptResponse, error) {
 	}
 
 	switch {
+	case rsp.StatusCode == 400:
+		var headers DecryptResponse400Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers400 = &headers
 	case rsp.StatusCode == 401:
 		var headers DecryptResponse401Headers
 		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
@@ -3322,6 +3489,16 @@ func ParseDecryptResponse(rsp *http.Response) (*DecryptResponse, error) {
 			headers.WWWAuthenticate = &value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers DecryptResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
 	}
 
 	return response, nil
@@ -3424,6 +3601,16 @@ func ParseLoginResponse(rsp *http.Response) (*LoginResponse, error) {
 			headers.CacheControl = &value
 		}
 		response.Headers200 = &headers
+	case rsp.StatusCode == 400:
+		var headers LoginResponse400Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers400 = &headers
 	case rsp.StatusCode == 429:
 		var headers LoginResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -3556,6 +3743,16 @@ func ParsePhoneNumberResponse(rsp *http.Response) (*PhoneNumberResponse, error) 
 	}
 
 	switch {
+	case rsp.StatusCode == 400:
+		var headers PhoneNumberResponse400Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers400 = &headers
 	case rsp.StatusCode == 401:
 		var headers PhoneNumberResponse401Headers
 		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
@@ -3632,6 +3829,13 @@ func ParseSessionCheckResponse(rsp *http.Response) (*SessionCheckResponse, error
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -3677,6 +3881,16 @@ func ParseSessionCheckResponse(rsp *http.Response) (*SessionCheckResponse, error
 	}
 
 	switch {
+	case rsp.StatusCode == 400:
+		var headers SessionCheckResponse400Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers400 = &headers
 	case rsp.StatusCode == 401:
 		var headers SessionCheckResponse401Headers
 		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
@@ -3781,6 +3995,13 @@ func ParseUserinfoResponse(rsp *http.Response) (*UserinfoResponse, error) {
 		}
 		response.ApplicationproblemJSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Other
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -3791,6 +4012,16 @@ func ParseUserinfoResponse(rsp *http.Response) (*UserinfoResponse, error) {
 	}
 
 	switch {
+	case rsp.StatusCode == 400:
+		var headers UserinfoResponse400Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers400 = &headers
 	case rsp.StatusCode == 401:
 		var headers UserinfoResponse401Headers
 		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
@@ -3801,6 +4032,16 @@ func ParseUserinfoResponse(rsp *http.Response) (*UserinfoResponse, error) {
 			headers.WWWAuthenticate = &value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers UserinfoResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
 	}
 
 	return response, nil
