@@ -28,7 +28,7 @@ func TestEmergencyRotationRevokesCachedTokens(t *testing.T) {
 	p := startProcess(t, e)
 	tok, answer := login(t, p.URL, "cached-then-revoked")
 	sk := secret.String(f.emu.CurrentSessionKey(testAppID, answer["openid"].(string)))
-	data, iv, err := wechat.EncryptUserData(sk, []byte(`{"x":1,"watermark":{"appid":"`+testAppID+`","timestamp":1}}`))
+	data, iv, err := wechat.EncryptUserData(sk, []byte(`{"stepInfoList":[],"watermark":{"appid":"`+testAppID+`","timestamp":1}}`))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -142,8 +142,8 @@ func TestConnCapShedsTheLongestIdle(t *testing.T) {
 }
 
 // TestMaxConnsThroughServe: WXTOKEN_MAX_CONNS reaches the server: with a
-// cap of 3, a fourth keep-alive connection is served and the first, the
-// longest idle, is closed.
+// cap of 3, a fourth keep-alive connection is served and one of the three
+// idle ones is closed.
 func TestMaxConnsThroughServe(t *testing.T) {
 	f := newFixture(t, testAppID)
 	s := startServer(t, f.env.with("WXTOKEN_MAX_CONNS", "3"))
@@ -163,7 +163,21 @@ func TestMaxConnsThroughServe(t *testing.T) {
 		_, resp := keepAlive(t, addr, "/healthz")
 		return resp != nil && resp.StatusCode == 200
 	})
-	closedByServer(t, conns[0])
+	// One of the three idle ones made room. (Which one is the unit test's
+	// business: here the server marks a connection idle just after the
+	// client has its answer, so under load the three may turn idle in any
+	// order.)
+	waitFor(t, "an idle connection to be shed", func() bool {
+		for _, c := range conns {
+			_ = c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+			if _, err := c.Read(make([]byte, 1)); err != nil {
+				if ne := net.Error(nil); !errors.As(err, &ne) || !ne.Timeout() {
+					return true
+				}
+			}
+		}
+		return false
+	})
 
 	bad := loadConfig(env{"WXTOKEN_MAX_CONNS": "0"}.getenv)
 	if err := bad.validate(); err == nil || !strings.Contains(err.Error(), "WXTOKEN_MAX_CONNS") {
