@@ -33,6 +33,7 @@ Environment:
   WECHAT_APPID                 the mini program's appid (required by serve)
   WECHAT_SECRET                its appsecret (required by serve, or WECHAT_SECRET_FILE)
   WECHAT_SECRET_FILE           a file holding the appsecret
+  WXTOKEN_APPS_FILE            YAML or JSON file listing several mini programs (instead of WECHAT_APPID)
   WECHAT_API_BASE              WeChat's API base URL (default https://api.weixin.qq.com)
   WECHAT_TIMEOUT               total timeout of one WeChat call (default 5s)
   WXTOKEN_LOGIN_RATE           logins per second per client IP, per /64 for IPv6 (default 10; 0 = off)
