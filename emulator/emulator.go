@@ -6,7 +6,10 @@
 // stable access_token in normal mode. Faults (hangs, garbage, 5xx, resets,
 // connections closed after the request was acted on, echoes of the request,
 // huge headers, errcodes, odd expires_in) can be switched on per path to
-// test how callers cope.
+// test how callers cope, for every app or for one (Fault.AppID). It also
+// answers resetusersessionkey and getuserriskrank (ranks set with
+// SetRiskRank), serves several apps, and with codes of the form
+// <person>~<anything> gives one person one unionid across apps.
 package emulator
 
 import (
