@@ -3,10 +3,10 @@
 //
 // The Client exchanges login codes (jscode2session), redeems phone-number
 // codes, checks whether a session_key is still current, replaces it
-// (resetusersessionkey) and asks a user's risk rank (getuserriskrank). It
-// serves any number of apps, each with its own access_token and circuit
-// breaker. It bounds every
-// call (timeouts, a cap on calls in flight, a circuit breaker, capped answer
+// (resetusersessionkey) and asks a user's risk rank (getuserriskrank), for
+// any number of apps, each with its own access_token and circuit breaker.
+// It bounds every call (timeouts, a cap on calls in flight, a circuit
+// breaker per app, capped answer
 // headers and bodies), retries only what is safe to repeat (never a js_code,
 // which is single-use: logins reuse pooled connections, but net/http cannot
 // replay them), checks the shape of what WeChat answers, keeps the app's
