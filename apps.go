@@ -179,7 +179,7 @@ func decodeApps(path string, raw []byte) ([]appEntry, []string) {
 			var loose, e appEntry
 			_ = top.Apps[i].Load(&loose)
 			if err := top.Apps[i].Load(&e, yaml.WithKnownFields(), yaml.WithUniqueKeys()); err != nil {
-				problems = append(problems, appName(i, loose.AppID)+": "+err.Error())
+				problems = append(problems, appName(i, loose.AppID)+": "+strings.ReplaceAll(err.Error(), " in type main.appEntry", ""))
 			}
 			entries = append(entries, e)
 		}

@@ -30,7 +30,7 @@ Environment:
   WXTOKEN_KEYS_DIR             keys directory (default ./keys; ./.wxtoken-dev/keys with --dev)
   WXTOKEN_TOKEN_TTL            token lifetime (default 2h)
   WXTOKEN_LEEWAY               clock-skew leeway for exp/iat/nbf (default 30s)
-  WECHAT_APPID                 the mini program's appid (required by serve)
+  WECHAT_APPID                 the mini program's appid (required by serve, unless WXTOKEN_APPS_FILE)
   WECHAT_SECRET                its appsecret (required by serve, or WECHAT_SECRET_FILE)
   WECHAT_SECRET_FILE           a file holding the appsecret
   WXTOKEN_APPS_FILE            YAML or JSON file listing several mini programs (instead of WECHAT_APPID)

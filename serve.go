@@ -33,8 +33,8 @@ var openAPISpec []byte
 
 const serveUsage = `Usage: wxtoken serve [--dev] [flags]
 
-Runs the HTTP server. Needs WECHAT_APPID, WECHAT_SECRET (or WECHAT_SECRET_FILE) and a keys directory
-made by 'wxtoken keys init'. With --dev it needs nothing: a built-in WeChat emulator answers instead of
+Runs the HTTP server. Needs WECHAT_APPID, WECHAT_SECRET (or WECHAT_SECRET_FILE), or WXTOKEN_APPS_FILE
+for several mini programs, and a keys directory made by 'wxtoken keys init'. With --dev it needs nothing: a built-in WeChat emulator answers instead of
 WeChat and keys are made on first use. See 'wxtoken --help' for every environment variable.
 
 Flags:
