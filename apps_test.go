@@ -241,6 +241,8 @@ func TestInvalidAppsFileStopsServe(t *testing.T) {
 		{"unknown extension", ".toml", "apps = []\n", nil, []string{".toml"}},
 		{"with WECHAT_APPID", ".yaml", "apps:\n  - {appid: " + appA + ", secret: x}\n", []string{"WECHAT_APPID", appA},
 			[]string{"WXTOKEN_APPS_FILE and WECHAT_APPID are both set"}},
+		{"with WECHAT_SECRET_FILE", ".yaml", "apps:\n  - {appid: " + appA + ", secret: x}\n", []string{"WECHAT_SECRET_FILE", "/run/x"},
+			[]string{"WXTOKEN_APPS_FILE and WECHAT_SECRET (or WECHAT_SECRET_FILE) are both set"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
