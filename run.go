@@ -43,7 +43,7 @@ Environment:
   WXTOKEN_TRUSTED_PROXIES      IPs/CIDRs whose X-Forwarded-For is believed (default none)
   WXTOKEN_UPSTREAM_CONCURRENCY WeChat calls in flight at most, for logins and other calls each (default 64)
   WXTOKEN_ROTATE_EVERY         automatic key rotation period (default off)
-  WXTOKEN_RELOAD_INTERVAL      how often the keys directory is checked for changes (default 2s)
+  WXTOKEN_RELOAD_INTERVAL      how often the keys directory and apps file are checked for changes (default 2s)
   WXTOKEN_JWKS_MAX_AGE         Cache-Control max-age of the JWKS (default 5m)
   WXTOKEN_READ_TIMEOUT         time a client may take to send a whole request (default 15s; headers: 5s at most)
   WXTOKEN_IDLE_TIMEOUT         how long an idle keep-alive connection stays open (default 2m)
