@@ -33,8 +33,8 @@ var openAPISpec []byte
 
 const serveUsage = `Usage: wxtoken serve [--dev] [flags]
 
-Runs the HTTP server. Needs WECHAT_APPID, WECHAT_SECRET (or WECHAT_SECRET_FILE) and a keys directory
-made by 'wxtoken keys init'. With --dev it needs nothing: a built-in WeChat emulator answers instead of
+Runs the HTTP server. Needs WECHAT_APPID, WECHAT_SECRET (or WECHAT_SECRET_FILE), or WXTOKEN_APPS_FILE
+for several mini programs, and a keys directory made by 'wxtoken keys init'. With --dev it needs nothing: a built-in WeChat emulator answers instead of
 WeChat and keys are made on first use. See 'wxtoken --help' for every environment variable.
 
 Flags:
@@ -85,8 +85,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			return err
 		}
 		defer stop()
-	} else if cfg.AppID == "" || cfg.Secret.Empty() {
-		return errors.New("WECHAT_APPID and WECHAT_SECRET (or WECHAT_SECRET_FILE) must be set; for a first try without a WeChat account run: wxtoken serve --dev")
+	} else if cfg.AppsFile == "" && (cfg.AppID == "" || cfg.Secret.Empty()) {
+		return errors.New("WECHAT_APPID and WECHAT_SECRET (or WECHAT_SECRET_FILE), or WXTOKEN_APPS_FILE, must be set; for a first try without a WeChat account run: wxtoken serve --dev")
 	}
 
 	a, err := newApp(cfg, logger)
@@ -114,6 +114,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	bg, cancelBG := context.WithCancel(ctx)
 	defer cancelBG()
 	go store.Watch(bg, cfg.ReloadInterval)
+	if a.watchApps != nil {
+		go a.watchApps(bg)
+	}
 	go reloadOnHangup(bg, store, logger)
 	if cfg.RotateEvery > 0 {
 		go autoRotate(bg, dir, store, cfg.RotateEvery, logger)
@@ -148,6 +151,8 @@ type app struct {
 	store    *keys.Store
 	dir      *keys.Dir
 	draining *atomic.Bool
+	// watchApps reloads the apps file on change; nil without one.
+	watchApps func(context.Context)
 }
 
 // newApp wires keys, the WeChat client, the token service and the handlers.
@@ -161,6 +166,10 @@ func newApp(cfg *config, logger *slog.Logger) (*app, error) {
 		return nil, fmt.Errorf("load keys: %w", err)
 	}
 
+	apps, watchApps, err := servedApps(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
 	client, err := wechat.NewClient(wechat.Config{
 		BaseURL:       cfg.APIBase,
 		Timeout:       cfg.WeChatTimeout,
@@ -171,11 +180,14 @@ func newApp(cfg *config, logger *slog.Logger) (*app, error) {
 		return nil, err
 	}
 	tokens, err := token.New(token.Config{
-		Issuer:    cfg.Issuer,
-		TTL:       cfg.TokenTTL,
-		Leeway:    cfg.Leeway,
-		Audiences: []string{cfg.AppID},
-		Keys:      store,
+		Issuer: cfg.Issuer,
+		TTL:    cfg.TokenTTL,
+		Leeway: cfg.Leeway,
+		Accept: func(appid string) bool {
+			_, ok := apps.Lookup(appid)
+			return ok
+		},
+		Keys: store,
 		// Verified tokens are kept (bounded, dropped on any key reload) so
 		// a token's signature is checked once, not on every bearer call.
 		CacheEntries: cfg.TokenCacheEntries,
@@ -188,7 +200,7 @@ func newApp(cfg *config, logger *slog.Logger) (*app, error) {
 		Logger:  logger,
 		WeChat:  client,
 		Tokens:  tokens,
-		Apps:    singleApp{wechat.Credentials{AppID: cfg.AppID, Secret: cfg.Secret}},
+		Apps:    apps,
 		JWKS:    func() ([]byte, string) { return store.Current().JWKS() },
 		OpenAPI: openAPISpec,
 		Ready: func() error {
@@ -213,7 +225,7 @@ func newApp(cfg *config, logger *slog.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &app{echo: e, store: store, dir: dir, draining: draining}, nil
+	return &app{echo: e, store: store, dir: dir, draining: draining, watchApps: watchApps}, nil
 }
 
 // keysStaleAfter is how long the keys directory may fail every load before
@@ -221,16 +233,6 @@ func newApp(cfg *config, logger *slog.Logger) (*app, error) {
 // caught mid-change; after two, this replica may be missing a rotation
 // (an emergency one included) that the others have taken.
 func keysStaleAfter(reload time.Duration) time.Duration { return 2 * reload }
-
-// singleApp serves one mini program. Handlers look the app up per request,
-// so serving several later only changes this type.
-type singleApp struct{ app wechat.Credentials }
-
-func (s singleApp) Lookup(appid string) (wechat.Credentials, bool) {
-	return s.app, appid == s.app.AppID
-}
-
-func (s singleApp) Default() string { return s.app.AppID }
 
 // startDev starts what dev mode needs, on a configuration applyDev already
 // made: keys made on first use, and the WeChat emulator serving on ln, which
@@ -245,9 +247,10 @@ func startDev(cfg *config, ln net.Listener, logger *slog.Logger, stderr io.Write
 		logger.Warn("dev mode: created keys", "keys_dir", cfg.KeysDir)
 	}
 	emu := emulator.New(emulator.Config{
-		Apps:    map[string]string{cfg.AppID: cfg.Secret.Reveal()},
-		UnionID: true,
-		Logger:  logger.With("component", "emulator"),
+		Apps:      map[string]string{cfg.AppID: cfg.Secret.Reveal()},
+		AnySecret: cfg.Secret.Reveal(),
+		UnionID:   true,
+		Logger:    logger.With("component", "emulator"),
 	})
 	srv := &http.Server{Handler: emu, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
