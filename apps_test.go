@@ -100,11 +100,11 @@ func mustLoginApp(t testing.TB, base, appid, code string) (string, map[string]an
 	return m["access_token"].(string), m
 }
 
-// userData is what WeChat gives a mini program for data of appid,
-// encrypted with sessionKey.
+// userData is what WeChat gives a mini program for data of appid (run
+// data, which names no user), encrypted with sessionKey.
 func userData(t testing.TB, sessionKey, appid string) map[string]string {
 	t.Helper()
-	plain := mustJSON(t, map[string]any{"openId": "x", "watermark": map[string]any{"appid": appid, "timestamp": time.Now().Unix()}})
+	plain := mustJSON(t, map[string]any{"stepInfoList": []any{}, "watermark": map[string]any{"appid": appid, "timestamp": time.Now().Unix()}})
 	enc, iv, err := wechat.EncryptUserData(secret.String(sessionKey), plain)
 	if err != nil {
 		t.Fatal(err)
