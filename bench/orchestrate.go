@@ -84,9 +84,7 @@ func orchestrate(ctx context.Context, o *options, args []string, getenv func(str
 			fmt.Fprintln(stderr, "bench: logs kept in", tmp)
 			return
 		}
-		if !o.Smoke {
-			os.RemoveAll(tmp)
-		}
+		os.RemoveAll(tmp)
 	}()
 
 	w, err := newWorld(ctx, o, root, tmp, stderr)
@@ -142,7 +140,7 @@ func orchestrate(ctx context.Context, o *options, args []string, getenv func(str
 		if err := checkSmoke(res, out, chart); err != nil {
 			return err
 		}
-		fmt.Fprintln(stdout, "smoke: every contender and route answered, no errors, files written")
+		fmt.Fprintln(stdout, "smoke: every contender and route answered right, no errors, both files written and read back (then removed)")
 	}
 	failed = false
 	return nil

@@ -68,13 +68,7 @@ func serveContender(ctx context.Context, o *options, getenv func(string) string)
 		return errors.New("contender: -appid, -addr, -admin, -upstream and " + envSecret + " are required")
 	}
 	c := &contender{
-		appID: o.AppID, secret: sec, upstream: strings.TrimRight(o.Upstream, "/"),
-		// Keep-alive, as any server calling WeChat at volume would: the
-		// floor pays for the call, not for a handshake per login.
-		client: &http.Client{
-			Timeout:   5 * time.Second,
-			Transport: &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second},
-		},
+		appID: o.AppID, secret: sec, upstream: strings.TrimRight(o.Upstream, "/"), client: newUpstreamClient(),
 	}
 	admin := http.NewServeMux()
 	admin.HandleFunc("GET /metrics", serveAllocs)
@@ -102,12 +96,27 @@ func serveContender(ctx context.Context, o *options, getenv func(string) string)
 	}
 	go func() { _ = serveUntil(ctx, o.Admin, admin) }()
 
+	return serveUntil(ctx, o.Addr, c.routes())
+}
+
+// newUpstreamClient is the floor's and the table's WeChat client. It keeps
+// connections alive, as any server calling WeChat at volume would: they pay
+// for the call, not for a handshake per login.
+func newUpstreamClient() *http.Client {
+	return &http.Client{
+		Timeout:   5 * time.Second,
+		Transport: &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second},
+	}
+}
+
+// routes are wxtoken's paths for the routes the contender has.
+func (c *contender) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, map[string]string{"status": "ok"}) })
 	mux.HandleFunc("POST /v1/login", c.login)
 	mux.HandleFunc("POST /v1/decrypt", c.decrypt)
 	mux.HandleFunc("POST /v1/userinfo", c.userinfo)
-	return serveUntil(ctx, o.Addr, mux)
+	return mux
 }
 
 // login: decode the body, one jscode2session call, then issue (sign or
