@@ -222,3 +222,30 @@ func TestURLParts(t *testing.T) {
 		t.Fatal(pathOf(u), baseOf(u))
 	}
 }
+
+func TestWriteMarkdown(t *testing.T) {
+	redis := 12.0
+	res := &Results{
+		Rows: []Row{
+			{Contender: roleTable, Route: routeDecrypt, MaxRPS: 36200, P50ms: 0.41, P99ms: 1.5, P999ms: 3.25, CPUus: 27.6, AuxCPUus: &redis},
+			{Contender: "wxtoken-ES256", Route: routeDecrypt, MaxRPS: 8900, CPUus: 112, OpenErrors: 2, VsTable: &Ratio{Throughput: 0.2459}},
+			{Contender: roleTable, Route: routeJWKS, NA: true},
+		},
+		Soaks: []Soak{{Contender: "wxtoken-ES256", Route: routeLogin, Rate: 3000, Seconds: 60, Requests: 180000, RSSStartMB: 20, RSSEndMB: 21.5, RSSPeakMB: 22}},
+	}
+	var b bytes.Buffer
+	if err := writeMarkdown(&b, res); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"| decrypt | table | 36200 | 0.41 / 1.50 / 3.25 | 28 + 12 Redis | n/a | 0 |  |  |",
+		"| decrypt | wxtoken-ES256 | 8900 | 0.00 / 0.00 / 0.00 | 112 | n/a | 2 |  | 0.25× |",
+		"| jwks | table | n/a | n/a | n/a | n/a | n/a | | |",
+		"| login | wxtoken-ES256 | 3000 | 60 | 180000 | 0 | 20.0 → 21.5 (22.0) |",
+	}
+	for _, line := range want {
+		if !strings.Contains(b.String(), line+"\n") {
+			t.Fatalf("markdown lacks\n%s\nin\n%s", line, b.String())
+		}
+	}
+}

@@ -37,6 +37,9 @@ type options struct {
 	SoakRoute   string
 	Contenders  []string
 	OpenRateMul float64
+	// Render re-renders the table, markdown and chart of a results file
+	// without measuring.
+	Render string
 
 	// Child flags.
 	Role     string
@@ -68,6 +71,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.Out, "out", "", "results JSON (default bench/results.json; a temp dir with -smoke)")
 	fs.StringVar(&o.Chart, "chart", "", "throughput chart SVG (default bench/throughput.svg; a temp dir with -smoke)")
 	fs.StringVar(&o.SoakRoute, "soak-route", routeLogin, "route of the soak: login makes new state on every request")
+	fs.StringVar(&o.Render, "render", "", "re-render the table, the markdown and the chart of this results JSON; measures nothing")
 	fs.Float64Var(&o.OpenRateMul, "open-rate", 0.5, "open-loop rate as a fraction of the contender's measured maximum")
 
 	fs.StringVar(&o.Role, "role", "", "internal: run as the emulator, floor or table server")

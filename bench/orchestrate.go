@@ -49,6 +49,9 @@ type server struct {
 // orchestrate is a whole run: start the shared parts, measure each
 // contender in turn (alone on the server CPU), report.
 func orchestrate(ctx context.Context, o *options, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if o.Render != "" {
+		return render(o, stdout)
+	}
 	if err := pinSelf(args, o.LoadCPU, getenv); err != nil {
 		return err
 	}
@@ -123,19 +126,12 @@ func orchestrate(ctx context.Context, o *options, args []string, getenv func(str
 	addRatios(res.Rows)
 	res.Notes = runNotes(o)
 
-	fmt.Fprintln(stdout)
-	printTable(stdout, res)
 	if err := res.writeFile(out); err != nil {
 		return err
 	}
-	var svg bytes.Buffer
-	if err := writeChart(&svg, res.Rows, "Max throughput per route, server on one core (go run ./bench)"); err != nil {
+	if err := report(res, out, chart, stdout); err != nil {
 		return err
 	}
-	if err := os.WriteFile(chart, svg.Bytes(), 0o644); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "\nwrote %s and %s\n", out, chart)
 	if o.Smoke {
 		if err := checkSmoke(res, out, chart); err != nil {
 			return err
@@ -144,6 +140,47 @@ func orchestrate(ctx context.Context, o *options, args []string, getenv func(str
 	}
 	failed = false
 	return nil
+}
+
+// report prints the table and writes the markdown (beside out, .md) and
+// the chart.
+func report(res *Results, out, chart string, stdout io.Writer) error {
+	fmt.Fprintln(stdout)
+	printTable(stdout, res)
+	var svg bytes.Buffer
+	if err := writeChart(&svg, res.Rows, "Max throughput per route, server on one core (go run ./bench)"); err != nil {
+		return err
+	}
+	if err := os.WriteFile(chart, svg.Bytes(), 0o644); err != nil {
+		return err
+	}
+	md := strings.TrimSuffix(out, filepath.Ext(out)) + ".md"
+	var mdb bytes.Buffer
+	if err := writeMarkdown(&mdb, res); err != nil {
+		return err
+	}
+	if err := os.WriteFile(md, mdb.Bytes(), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\nwrote %s, %s (the README's tables) and %s\n", out, md, chart)
+	return nil
+}
+
+// render re-reads a results file and reports it again, next to it.
+func render(o *options, stdout io.Writer) error {
+	b, err := os.ReadFile(o.Render)
+	if err != nil {
+		return err
+	}
+	var res Results
+	if err := json.Unmarshal(b, &res); err != nil {
+		return fmt.Errorf("%s: %w", o.Render, err)
+	}
+	chart := o.Chart
+	if chart == "" {
+		chart = filepath.Join(filepath.Dir(o.Render), "throughput.svg")
+	}
+	return report(&res, o.Render, chart, stdout)
 }
 
 // runNotes are the reading aids printed under the table and kept in the JSON.

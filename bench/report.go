@@ -275,3 +275,40 @@ func (res *Results) writeFile(path string) error {
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
+
+// writeMarkdown writes the results as the README's tables: one row per
+// route and contender, then the soak.
+func writeMarkdown(w io.Writer, res *Results) error {
+	var b strings.Builder
+	b.WriteString("| route | contender | max req/s | p50 / p99 / p99.9 ms at ½ max | CPU µs/req | allocs/req | errors | × floor | × table |\n")
+	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, r := range res.Rows {
+		if r.NA {
+			fmt.Fprintf(&b, "| %s | %s | n/a | n/a | n/a | n/a | n/a | | |\n", r.Route, r.Contender)
+			continue
+		}
+		cpu := fmt.Sprintf("%.0f", r.CPUus)
+		if r.AuxCPUus != nil {
+			cpu += fmt.Sprintf(" + %.0f Redis", *r.AuxCPUus)
+		}
+		vs := func(x *Ratio) string {
+			if x == nil {
+				return ""
+			}
+			return fmt.Sprintf("%.2f×", x.Throughput)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f / %.2f / %.2f | %s | %s | %d | %s | %s |\n",
+			r.Route, r.Contender, r.MaxRPS, r.P50ms, r.P99ms, r.P999ms, cpu, optFloat(r.Allocs, "%.0f"),
+			r.ClosedErrors+r.OpenErrors, vs(r.VsFloor), vs(r.VsTable))
+	}
+	if len(res.Soaks) > 0 {
+		b.WriteString("\n| soak | contender | req/s | seconds | requests | errors | RSS start → end (peak) MiB |\n")
+		b.WriteString("|---|---|--:|--:|--:|--:|--:|\n")
+		for _, s := range res.Soaks {
+			fmt.Fprintf(&b, "| %s | %s | %.0f | %.0f | %d | %d | %.1f → %.1f (%.1f) |\n",
+				s.Route, s.Contender, s.Rate, s.Seconds, s.Requests, s.Errors, s.RSSStartMB, s.RSSEndMB, s.RSSPeakMB)
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
