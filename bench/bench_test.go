@@ -249,3 +249,43 @@ func TestWriteMarkdown(t *testing.T) {
 		}
 	}
 }
+
+func TestParseAndPairMicro(t *testing.T) {
+	out := `goos: linux
+pkg: github.com/wxtoken/wxtoken/token
+BenchmarkIssue/ES256         	   25000	     48000 ns/op	    5000 B/op	     113 allocs/op
+BenchmarkVerify/ES256/cold   	   10000	    104000 ns/op	    6000 B/op	      96 allocs/op
+BenchmarkVerify/ES256/cached-2 	  900000	      1300 ns/op	     100 B/op	       2 allocs/op
+PASS
+pkg: github.com/wxtoken/wxtoken/bench
+BenchmarkRawSign/ES256       	   50000	     24000 ns/op	    3000 B/op	      40 allocs/op
+BenchmarkRawVerify/ES256     	   20000	     52000 ns/op	    1000 B/op	      20 allocs/op
+ok  	github.com/wxtoken/wxtoken/bench	3.1s
+`
+	ms := pairMicro(parseBench(out))
+	if len(ms) != 5 {
+		t.Fatalf("parsed %d results: %+v", len(ms), ms)
+	}
+	want := map[string]struct {
+		ns, allocs, vs float64
+		raw            string
+	}{
+		"token.Issue/ES256":         {48000, 113, 2, "bench.RawSign/ES256"},
+		"token.Verify/ES256/cold":   {104000, 96, 2, "bench.RawVerify/ES256"},
+		"token.Verify/ES256/cached": {1300, 2, 0.025, "bench.RawVerify/ES256"},
+		"bench.RawSign/ES256":       {24000, 40, 0, ""},
+	}
+	for _, m := range ms {
+		w, ok := want[m.Name]
+		if !ok {
+			continue
+		}
+		if m.NsPerOp != w.ns || m.AllocsPerOp != w.allocs || m.Raw != w.raw || m.VsRaw != w.vs {
+			t.Errorf("%s: %+v, want %+v", m.Name, m, w)
+		}
+		delete(want, m.Name)
+	}
+	if len(want) > 0 {
+		t.Fatalf("not parsed: %v", want)
+	}
+}

@@ -40,6 +40,8 @@ type options struct {
 	// Render re-renders the table, markdown and chart of a results file
 	// without measuring.
 	Render string
+	// Micro runs go test -bench for wxtoken's calls and their primitives.
+	Micro bool
 
 	// Child flags.
 	Role     string
@@ -71,6 +73,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.Out, "out", "", "results JSON (default bench/results.json; a temp dir with -smoke)")
 	fs.StringVar(&o.Chart, "chart", "", "throughput chart SVG (default bench/throughput.svg; a temp dir with -smoke)")
 	fs.StringVar(&o.SoakRoute, "soak-route", routeLogin, "route of the soak: login makes new state on every request")
+	fs.BoolVar(&o.Micro, "micro", true, "also run go test -bench -benchmem: issue, verify, seal/open, user-data decrypt, each beside its raw primitive (off with -smoke)")
 	fs.StringVar(&o.Render, "render", "", "re-render the table, the markdown and the chart of this results JSON; measures nothing")
 	fs.Float64Var(&o.OpenRateMul, "open-rate", 0.5, "open-loop rate as a fraction of the contender's measured maximum")
 
@@ -112,6 +115,9 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		// below the maximum, so a busy machine cannot fail it.
 		if !set["algs"] {
 			algs = "ES256"
+		}
+		if !set["micro"] {
+			o.Micro = false
 		}
 		if !set["open-rate"] {
 			o.OpenRateMul = 0.2

@@ -124,6 +124,12 @@ func orchestrate(ctx context.Context, o *options, args []string, getenv func(str
 		}
 	}
 	addRatios(res.Rows)
+	if o.Micro {
+		fmt.Fprintln(stderr, "bench: go test -bench -benchmem (token, keys, wechat, raw primitives)")
+		if res.Micro, err = runMicro(ctx, root, o.ServerCPU); err != nil {
+			return err
+		}
+	}
 	res.Notes = runNotes(o)
 
 	if err := res.writeFile(out); err != nil {

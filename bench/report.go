@@ -30,6 +30,7 @@ type Results struct {
 	Settings Settings  `json:"settings"`
 	Rows     []Row     `json:"rows"`
 	Soaks    []Soak    `json:"soaks"`
+	Micro    []Micro   `json:"micro,omitempty"`
 	Notes    []string  `json:"notes"`
 }
 
@@ -307,6 +308,24 @@ func writeMarkdown(w io.Writer, res *Results) error {
 		for _, s := range res.Soaks {
 			fmt.Fprintf(&b, "| %s | %s | %.0f | %.0f | %d | %d | %.1f → %.1f (%.1f) |\n",
 				s.Route, s.Contender, s.Rate, s.Seconds, s.Requests, s.Errors, s.RSSStartMB, s.RSSEndMB, s.RSSPeakMB)
+		}
+	}
+	if len(res.Micro) > 0 {
+		b.WriteString("\n| call (go test -bench, one core) | µs | allocs | raw primitive | µs | × raw |\n")
+		b.WriteString("|---|--:|--:|---|--:|--:|\n")
+		byName := map[string]Micro{}
+		for _, m := range res.Micro {
+			byName[m.Name] = m
+		}
+		for _, m := range res.Micro {
+			if strings.HasPrefix(m.Name, "bench.") {
+				continue
+			}
+			raw, rawUS, vs := "", "", ""
+			if r, ok := byName[m.Raw]; ok {
+				raw, rawUS, vs = strings.TrimPrefix(r.Name, "bench."), fmt.Sprintf("%.2f", r.NsPerOp/1000), fmt.Sprintf("%.1f×", m.VsRaw)
+			}
+			fmt.Fprintf(&b, "| %s | %.2f | %.0f | %s | %s | %s |\n", m.Name, m.NsPerOp/1000, m.AllocsPerOp, raw, rawUS, vs)
 		}
 	}
 	_, err := io.WriteString(w, b.String())
