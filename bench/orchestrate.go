@@ -124,6 +124,7 @@ func orchestrate(ctx context.Context, o *options, args []string, getenv func(str
 		}
 	}
 	addRatios(res.Rows)
+	res.Machine.LoadEnd = loadAvg()
 	if o.Micro {
 		fmt.Fprintln(stderr, "bench: go test -bench -benchmem (token, keys, wechat, raw primitives)")
 		if res.Micro, err = runMicro(ctx, root, o.ServerCPU); err != nil {
@@ -679,6 +680,7 @@ func machineInfo() Machine {
 			}
 		}
 	}
+	m.LoadStart = loadAvg()
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
 	}
@@ -689,6 +691,16 @@ func machineInfo() Machine {
 	b, _ := exec.Command("wrk", "-v").CombinedOutput()
 	m.Wrk, _, _ = strings.Cut(strings.TrimSpace(string(b)), "\n")
 	return m
+}
+
+// loadAvg is the 1, 5 and 15 minute load averages.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
 }
 
 func randomHex(n int) string {

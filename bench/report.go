@@ -42,6 +42,10 @@ type Machine struct {
 	Go     string `json:"go"`
 	Redis  string `json:"redis"`
 	Wrk    string `json:"wrk"`
+	// LoadStart and LoadEnd are /proc/loadavg when the run began and
+	// ended: other work on the machine shows there, and in the numbers.
+	LoadStart string `json:"loadavg_start"`
+	LoadEnd   string `json:"loadavg_end"`
 }
 
 // Settings are the options of the run.
@@ -223,6 +227,8 @@ func (res *Results) totalErrors() int64 {
 
 // printTable writes the human-readable report.
 func printTable(w io.Writer, res *Results) {
+	m := res.Machine
+	fmt.Fprintf(w, "machine: %s, %d cores, %s; load average %s at start, %s at end\n\n", m.CPU, m.Cores, m.Go, m.LoadStart, m.LoadEnd)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "route\tcontender\tmax req/s\tp50 ms\tp99 ms\tp99.9 ms\tat req/s\tCPU µs/req\tallocs/req\terrors\twrk CPU\t×floor\t×table\t")
 	for _, r := range res.Rows {
