@@ -139,7 +139,7 @@ type openRun struct {
 // request, so the latencies are free of coordinated omission: each runs
 // from the moment the request was due (a worker is always free to take it)
 // to the end of its answer.
-func runVegeta(ctx context.Context, w workload, rate float64, d time.Duration, nonce string) openRun {
+func runVegeta(ctx context.Context, w workload, rate float64, d time.Duration, conns int, nonce string) openRun {
 	var n atomic.Uint64
 	hdr := http.Header{"Content-Type": {"application/json"}}
 	bearerHdrs := make([]http.Header, len(w.Pool))
@@ -159,8 +159,13 @@ func runVegeta(ctx context.Context, w workload, rate float64, d time.Duration, n
 		}
 		return nil
 	}
+	// Connections are capped, as behind any proxy or client pool: a
+	// request waiting for a free connection is still timed from when it
+	// was due, so the wait shows in the latencies, and a slow moment
+	// cannot turn into thousands of new connections and a listen-backlog
+	// overflow that would measure the kernel, not the server.
 	atk := vegeta.NewAttacker(vegeta.Workers(16), vegeta.KeepAlive(true), vegeta.Timeout(10*time.Second),
-		vegeta.MaxBody(64<<10), vegeta.Redirects(vegeta.NoFollow))
+		vegeta.MaxConnections(conns), vegeta.Connections(conns), vegeta.MaxBody(64<<10), vegeta.Redirects(vegeta.NoFollow))
 	pacer := vegeta.Rate{Freq: max(1, int(math.Round(rate))), Per: time.Second}
 	run := openRun{Rate: float64(pacer.Freq)}
 	start := time.Now()

@@ -28,6 +28,7 @@ type options struct {
 	Soak        time.Duration
 	Warmup      time.Duration
 	Conns       int
+	OpenConns   int
 	Users       int
 	Algs        []string
 	ServerCPU   int
@@ -65,6 +66,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.Soak, "soak", 60*time.Second, "soak at a fixed rate per contender, RSS read at start and end; 0 skips it")
 	fs.DurationVar(&o.Warmup, "warmup", time.Second, "closed-loop warm-up before each measured run, not counted")
 	fs.IntVar(&o.Conns, "c", 32, "connections of the closed loop (wrk -c)")
+	fs.IntVar(&o.OpenConns, "open-c", 64, "connections the open loop may use at most (vegeta); requests waiting for one count in the latency")
 	fs.IntVar(&o.Users, "users", 256, "distinct users (tokens / 3rd_sessions) the bearer routes cycle through")
 	fs.StringVar(&algs, "algs", "ES256,EdDSA,RS256", "wxtoken signing algorithms to measure, one wxtoken contender each (keys init --alg)")
 	fs.StringVar(&contenders, "contenders", "floor,table,wxtoken", "which contenders to run")
@@ -128,8 +130,8 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	switch {
 	case o.Role != "":
 		return o, nil
-	case o.Conns < 1 || o.Users < 1:
-		fmt.Fprintln(stderr, "-c and -users must be at least 1")
+	case o.Conns < 1 || o.OpenConns < 1 || o.Users < 1:
+		fmt.Fprintln(stderr, "-c, -open-c and -users must be at least 1")
 		return nil, errUsage
 	case o.Closed <= 0 || o.Open <= 0 || o.Soak < 0 || o.Warmup < 0:
 		fmt.Fprintln(stderr, "-closed and -open must be positive, -soak and -warmup not negative")

@@ -194,7 +194,7 @@ func render(o *options, stdout io.Writer) error {
 func runNotes(o *options) []string {
 	return []string{
 		fmt.Sprintf("max req/s: wrk closed loop, %d keep-alive connections, one thread on cpu%d; wrk CPU is its own use of that core", o.Conns, o.LoadCPU),
-		fmt.Sprintf("p50/p99/p99.9: vegeta open loop at %.0f%% of the same contender's max, exact nearest-rank quantiles", 100*o.OpenRateMul),
+		fmt.Sprintf("p50/p99/p99.9: vegeta open loop at %.0f%% of the same contender's max over at most %d connections, exact nearest-rank quantiles; sent/s below at req/s means the load core fell behind", 100*o.OpenRateMul, o.OpenConns),
 		fmt.Sprintf("CPU µs/req: server utime+stime from /proc/<pid>/stat over the closed loop, divided by requests; server alone on cpu%d, GOMAXPROCS=1", o.ServerCPU),
 		"allocs/req: runtime/metrics of the floor and table (heap objects incl. tiny); wxtoken exposes no runtime metrics, see go test -bench -benchmem",
 		"×floor, ×table: wxtoken max req/s over the floor's and the table's on the same route (above 1 is faster)",
@@ -552,7 +552,7 @@ func (w *world) measureRoute(ctx context.Context, srv *server, wl workload) (Row
 	if err != nil {
 		return Row{}, err
 	}
-	open := runVegeta(ctx, wl, row.MaxRPS*w.o.OpenRateMul, w.o.Open, "open-"+randomHex(6))
+	open := runVegeta(ctx, wl, row.MaxRPS*w.o.OpenRateMul, w.o.Open, w.o.OpenConns, "open-"+randomHex(6))
 	cpu1, _, err = srv.cpu()
 	if err != nil {
 		return Row{}, err
@@ -587,7 +587,7 @@ func (w *world) soak(ctx context.Context, srv *server, wl workload, rate float64
 			}
 		}
 	}()
-	open := runVegeta(ctx, wl, rate, w.o.Soak, "soak-"+randomHex(6))
+	open := runVegeta(ctx, wl, rate, w.o.Soak, w.o.OpenConns, "soak-"+randomHex(6))
 	close(stop)
 	<-sampled
 	end, err := rssBytes(srv.proc.pid())
