@@ -202,6 +202,7 @@ func TestParseOptions(t *testing.T) {
 		{"unknown alg", []string{"-algs", "HS256"}, true, nil},
 		{"unknown contender", []string{"-contenders", "memcached"}, true, nil},
 		{"stray argument", []string{"now"}, true, nil},
+		{"help", []string{"-h"}, true, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -287,5 +288,19 @@ ok  	github.com/wxtoken/wxtoken/bench	3.1s
 	}
 	if len(want) > 0 {
 		t.Fatalf("not parsed: %v", want)
+	}
+}
+
+// TestRunHelp: -h prints the flags and is no failure; a bad flag is.
+func TestRunHelp(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"bench", "-h"}, func(string) string { return "" }, io.Discard, &out); err != nil {
+		t.Fatalf("-h: %v", err)
+	}
+	if !strings.Contains(out.String(), "-smoke") {
+		t.Fatalf("help lacks -smoke: %s", out.String())
+	}
+	if err := run(t.Context(), []string{"bench", "-nope"}, func(string) string { return "" }, io.Discard, io.Discard); err == nil {
+		t.Fatal("an unknown flag was accepted")
 	}
 }

@@ -58,6 +58,9 @@ func main() {
 // one of the servers it starts when -role is given.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	opts, err := parseOptions(args[1:], stderr)
+	if errors.Is(err, errHelp) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}

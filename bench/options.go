@@ -16,8 +16,12 @@ const (
 	roleTable    = "table"
 )
 
-// errUsage marks a command-line mistake whose message is already printed.
-var errUsage = errors.New("usage error")
+// errUsage marks a command-line mistake whose message is already printed;
+// errHelp a -h, whose help is printed and which is no failure.
+var (
+	errUsage = errors.New("usage error")
+	errHelp  = errors.New("help requested")
+)
 
 // options is the command line. The orchestrator's flags set the run; the
 // child flags (-role and below) are how it starts its own servers.
@@ -87,7 +91,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.AppID, "appid", "", "internal: the mini program's appid")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return nil, errUsage
+			return nil, errHelp
 		}
 		return nil, errUsage
 	}
