@@ -45,6 +45,8 @@ type options struct {
 	// Render re-renders the table, markdown and chart of a results file
 	// without measuring.
 	Render string
+	// Keep keeps the scratch directory (every server's log) after a run.
+	Keep bool
 	// Micro runs go test -bench for wxtoken's calls and their primitives.
 	Micro bool
 
@@ -80,6 +82,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.Chart, "chart", "", "throughput chart SVG (default bench/throughput.svg; a temp dir with -smoke)")
 	fs.StringVar(&o.SoakRoute, "soak-route", routeLogin, "route of the soak: login makes new state on every request")
 	fs.BoolVar(&o.Micro, "micro", true, "also run go test -bench -benchmem: issue, verify, seal/open, user-data decrypt, each beside its raw primitive (off with -smoke)")
+	fs.BoolVar(&o.Keep, "keep", false, "keep the scratch directory with every server's log (kept anyway after a failure)")
 	fs.StringVar(&o.Render, "render", "", "re-render the table, the markdown and the chart of this results JSON; measures nothing")
 	fs.Float64Var(&o.OpenRateMul, "open-rate", 0.5, "open-loop rate as a fraction of the contender's measured maximum")
 

@@ -83,7 +83,7 @@ func orchestrate(ctx context.Context, o *options, args []string, getenv func(str
 	}
 	failed := true
 	defer func() {
-		if failed {
+		if failed || o.Keep {
 			fmt.Fprintln(stderr, "bench: logs kept in", tmp)
 			return
 		}
