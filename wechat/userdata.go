@@ -1,7 +1,6 @@
 package wechat
 
 import (
-	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hmac"
@@ -13,7 +12,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"strings"
 	"unicode/utf8"
 
@@ -222,52 +220,106 @@ func hasPrefix(b, start, rest []byte) int {
 
 func present(v json.RawMessage) int { return subtle.ConstantTimeLessOrEq(1, len(v)) }
 
+// Limits of uniqueKeys' fixed-size bookkeeping: WeChat's user data nests
+// three deep and its objects have a dozen keys at most.
+const (
+	maxKeyDepth = 16
+	maxOpenKeys = 128
+)
+
 // uniqueKeys reports 1 when no JSON object in b repeats a key, compared
-// without case (and b is well-formed JSON), 0 otherwise.
+// without regard to ASCII case, and every key is plain ASCII without
+// escapes, 0 otherwise (and for anything that is not one JSON value).
+//
+// WeChat's keys are fixed ASCII names, so a key with an escape or a
+// non-ASCII byte can only be forged: refusing it closes the tricks a
+// parser's key matching allows ("\u0075nionId", or "ſ" and the Kelvin sign,
+// which encoding/json folds to "s" and "k"). It runs on every decryption
+// (the JSON parse has already judged the syntax), so it is one pass over the
+// bytes with fixed-size state and no allocation.
 func uniqueKeys(b []byte) int {
-	dec := json.NewDecoder(bytes.NewReader(b))
+	type span struct{ start, end int }
 	type frame struct {
-		seen  map[string]struct{}
-		isObj bool
-		onKey bool
+		isObj, expectKey bool
+		keys             int // where this object's keys start in open
 	}
-	var stack []frame
-	for read := 0; ; read++ {
-		tok, err := dec.Token()
-		if err == io.EOF {
-			return subtle.ConstantTimeEq(int32(len(stack)), 0) & subtle.ConstantTimeLessOrEq(1, read)
-		}
-		if err != nil {
-			return 0
-		}
-		if d, ok := tok.(json.Delim); ok {
-			switch d {
-			case '{', '[':
-				if len(stack) > 0 && stack[len(stack)-1].isObj {
-					stack[len(stack)-1].onKey = true
-				}
-				stack = append(stack, frame{seen: map[string]struct{}{}, isObj: d == '{', onKey: true})
-			default:
-				stack = stack[:len(stack)-1]
+	var stack [maxKeyDepth]frame
+	var open [maxOpenKeys]span
+	depth, nkeys, values := 0, 0, 0
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; c {
+		case ' ', '\t', '\n', '\r', ':':
+		case ',':
+			if depth > 0 && stack[depth-1].isObj {
+				stack[depth-1].expectKey = true
 			}
-			continue
-		}
-		if len(stack) == 0 || !stack[len(stack)-1].isObj {
-			continue
-		}
-		top := &stack[len(stack)-1]
-		if top.onKey {
-			// Case-folded: encoding/json (here and in many downstreams)
-			// matches keys without regard to case.
-			k, _ := tok.(string)
-			k = strings.ToLower(k)
-			if _, dup := top.seen[k]; dup {
+		case '{', '[':
+			if depth == maxKeyDepth {
 				return 0
 			}
-			top.seen[k] = struct{}{}
+			stack[depth] = frame{isObj: c == '{', expectKey: c == '{', keys: nkeys}
+			depth++
+			values++
+		case '}', ']':
+			if depth == 0 || stack[depth-1].isObj != (c == '}') {
+				return 0
+			}
+			depth--
+			nkeys = stack[depth].keys
+		case '"':
+			start, plain := i+1, true
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					plain = false
+					i++
+				} else if b[i] >= 0x80 {
+					plain = false
+				}
+			}
+			if i >= len(b) {
+				return 0
+			}
+			values++
+			if depth == 0 || !stack[depth-1].isObj || !stack[depth-1].expectKey {
+				continue
+			}
+			stack[depth-1].expectKey = false
+			key := span{start, i}
+			if !plain || nkeys == maxOpenKeys {
+				return 0
+			}
+			for _, k := range open[stack[depth-1].keys:nkeys] {
+				if asciiEqualFold(b[k.start:k.end], b[key.start:key.end]) {
+					return 0
+				}
+			}
+			open[nkeys] = key
+			nkeys++
+		default:
+			values++ // a number or literal; the JSON parse judged its syntax
 		}
-		top.onKey = !top.onKey
 	}
+	return subtle.ConstantTimeEq(int32(depth), 0) & subtle.ConstantTimeLessOrEq(1, values)
+}
+
+// asciiEqualFold compares two ASCII strings without regard to case.
+func asciiEqualFold(a, b []byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // unpad checks PKCS#7 padding in constant time. It returns the unpadded
