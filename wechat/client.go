@@ -100,6 +100,9 @@ type Config struct {
 	// single-use.
 	HTTPClient *http.Client
 	Now        func() time.Time
+	// Observer is told about every call, access_token fetch and breaker
+	// state, for metrics; nil reports nothing.
+	Observer Observer
 }
 
 // Client calls WeChat's server APIs. It is safe for concurrent use and
@@ -146,6 +149,9 @@ func NewClient(cfg Config) (*Client, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Observer == nil {
+		cfg.Observer = noObserver{}
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -181,7 +187,8 @@ func NewClient(cfg Config) (*Client, error) {
 		ReadyToTrip: func(n gobreaker.Counts) bool { return n.ConsecutiveFailures >= threshold },
 		// A caller that went away says nothing about WeChat's health.
 		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
-		OnStateChange: func(_ string, from, to gobreaker.State) {
+		OnStateChange: func(name string, from, to gobreaker.State) {
+			cfg.Observer.BreakerState(name, breakerState(to))
 			level := slog.LevelInfo
 			if to == gobreaker.StateOpen {
 				level = slog.LevelError
@@ -189,6 +196,7 @@ func NewClient(cfg Config) (*Client, error) {
 			log.Log(context.Background(), level, "wechat circuit breaker", "from", from.String(), "to", to.String())
 		},
 	})
+	cfg.Observer.BreakerState(c.breaker.Name(), breakerState(c.breaker.State()))
 	c.tokens = tokenCache{client: c, entries: map[string]cachedToken{}}
 	return c, nil
 }
@@ -374,13 +382,17 @@ func (c *Client) call(ctx context.Context, op, method, path string, q url.Values
 	}
 	if err != nil {
 		err = hide.upstream(err)
+		c.cfg.Observer.WeChatCall(op, err, c.cfg.Now().Sub(start))
 		c.log.WarnContext(ctx, "wechat call failed", "op", op, "err", err.Error(), "duration", c.cfg.Now().Sub(start).String())
 		return err
 	}
 	if err := json.Unmarshal(raw, out); err != nil {
-		return &UpstreamError{Op: op, Kind: BadAnswer, Err: errors.New("answer is not the expected JSON")}
+		err := &UpstreamError{Op: op, Kind: BadAnswer, Err: errors.New("answer is not the expected JSON")}
+		c.cfg.Observer.WeChatCall(op, err, c.cfg.Now().Sub(start))
+		return err
 	}
 	apiErr := out.apiError(op)
+	c.cfg.Observer.WeChatCall(op, apiErr, c.cfg.Now().Sub(start))
 	if apiErr != nil {
 		var ae *APIError
 		errors.As(apiErr, &ae)
