@@ -301,7 +301,7 @@ func (c *config) check() []string {
 		{c.UpstreamConcurrency < 1, "WXTOKEN_UPSTREAM_CONCURRENCY must be at least 1"},
 		{c.TokenCacheEntries < 0 || c.TokenCacheEntries > maxTokenCacheEntries, "WXTOKEN_TOKEN_CACHE_ENTRIES must be between 0 (off) and 1000000"},
 		{c.MetricsAddr != "" && !validListenAddr(c.MetricsAddr), "WXTOKEN_METRICS_ADDR must be a listen address like 127.0.0.1:9090 or :9090"},
-		{c.MetricsAddr != "" && c.MetricsAddr == c.Addr, "WXTOKEN_METRICS_ADDR must differ from WXTOKEN_ADDR (leave it empty to serve /metrics there)"},
+		{c.MetricsAddr != "" && c.MetricsAddr == c.Addr && !strings.HasSuffix(c.Addr, ":0"), "WXTOKEN_METRICS_ADDR must differ from WXTOKEN_ADDR (leave it empty to serve /metrics there)"},
 	}
 	problems := append([]string(nil), c.problems...)
 	for _, ch := range checks {
