@@ -151,3 +151,17 @@ func TestHandlerServesOwnRegistry(t *testing.T) {
 		t.Error("scrape carries the global registry's handler metrics")
 	}
 }
+
+// BenchmarkObserve is the cost the observers add to a request: one
+// answered request and one WeChat call.
+func BenchmarkObserve(b *testing.B) {
+	m, err := metrics.New(metrics.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		m.Request("/v1/session/check", http.MethodPost, 200, time.Millisecond)
+		m.WeChatCall(wechat.OpCheckSession, nil, time.Millisecond)
+	}
+}
