@@ -59,6 +59,7 @@ type config struct {
 	AppID               string
 	Secret              secret.String
 	SecretFile          string
+	AppsFile            string
 	APIBase             string
 	WeChatTimeout       time.Duration
 	LoginRate           float64
@@ -134,6 +135,7 @@ func loadConfig(getenv func(string) string) *config {
 	c.AppID = getenv("WECHAT_APPID")
 	c.Secret = secret.String(getenv("WECHAT_SECRET"))
 	c.SecretFile = getenv("WECHAT_SECRET_FILE")
+	c.AppsFile = getenv("WXTOKEN_APPS_FILE")
 	c.APIBase = envString(getenv, "WECHAT_API_BASE", defaultAPIBase)
 	c.WeChatTimeout = c.duration(getenv, "WECHAT_TIMEOUT", defaultWeChatTimeout)
 	c.LoginRate = c.float(getenv, "WXTOKEN_LOGIN_RATE", defaultLoginRate)
@@ -211,7 +213,9 @@ func (c *config) applyDev(emulatorBase string, sec secret.String) {
 		c.sources["WECHAT_APPID"] = "dev"
 	}
 	c.Secret, c.SecretFile, c.APIBase = sec, "", emulatorBase
-	for _, name := range []string{"WECHAT_SECRET", "WECHAT_SECRET_FILE", "WECHAT_API_BASE"} {
+	// Dev mode serves any appid, so an apps file has nothing to add.
+	c.AppsFile = ""
+	for _, name := range []string{"WECHAT_SECRET", "WECHAT_SECRET_FILE", "WECHAT_API_BASE", "WXTOKEN_APPS_FILE"} {
 		c.sources[name] = "dev"
 	}
 }
@@ -302,6 +306,9 @@ func (c *config) check() []string {
 		{c.TokenCacheEntries < 0 || c.TokenCacheEntries > maxTokenCacheEntries, "WXTOKEN_TOKEN_CACHE_ENTRIES must be between 0 (off) and 1000000"},
 		{c.MetricsAddr != "" && !validListenAddr(c.MetricsAddr), "WXTOKEN_METRICS_ADDR must be a listen address like 127.0.0.1:9090 or :9090"},
 		{c.MetricsAddr != "" && c.MetricsAddr == c.Addr && !strings.HasSuffix(c.Addr, ":0"), "WXTOKEN_METRICS_ADDR must differ from WXTOKEN_ADDR (leave it empty to serve /metrics there)"},
+		{c.AppsFile != "" && c.AppID != "", "WXTOKEN_APPS_FILE and WECHAT_APPID are both set: configure one app with WECHAT_APPID, or several in the apps file, not both"},
+		{c.AppsFile != "" && (!c.Secret.Empty() || c.SecretFile != ""),
+			"WXTOKEN_APPS_FILE and WECHAT_SECRET (or WECHAT_SECRET_FILE) are both set: with an apps file, each app's secret is in it"},
 	}
 	problems := append([]string(nil), c.problems...)
 	for _, ch := range checks {

@@ -36,6 +36,7 @@ var settingValues = map[string]func(c *config) string{
 	"WECHAT_APPID":                 func(c *config) string { return orNone(c.AppID) },
 	"WECHAT_SECRET":                func(c *config) string { return masked(!c.Secret.Empty() && c.SecretFile == "") },
 	"WECHAT_SECRET_FILE":           func(c *config) string { return orNone(c.SecretFile) },
+	"WXTOKEN_APPS_FILE":            func(c *config) string { return orNone(c.AppsFile) },
 	"WECHAT_API_BASE":              func(c *config) string { return c.APIBase },
 	"WECHAT_TIMEOUT":               func(c *config) string { return c.WeChatTimeout.String() },
 	"WXTOKEN_LOGIN_RATE":           func(c *config) string { return perSecond(c.LoginRate) },
@@ -81,7 +82,14 @@ func runConfig(_ context.Context, args []string, getenv func(string) string, std
 		cfg.showDev()
 	}
 	problems := cfg.check()
-	if !cfg.Dev {
+	var apps *appSet
+	if cfg.AppsFile != "" {
+		set, _, err := loadAppsFile(cfg.AppsFile, cfg.TokenTTL)
+		if err != nil {
+			problems = append(problems, err.Error())
+		}
+		apps = set
+	} else if !cfg.Dev {
 		if err := cfg.resolveSecret(); err != nil {
 			problems = append(problems, err.Error())
 		}
@@ -112,6 +120,11 @@ func runConfig(_ context.Context, args []string, getenv func(string) string, std
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", name, value, source)
 	}
+	if apps != nil {
+		for _, id := range apps.order {
+			fmt.Fprintf(tw, "  app %s\t%s\t%s\n", id, apps.byID[id].describe(cfg.TokenTTL), "WXTOKEN_APPS_FILE")
+		}
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -128,7 +141,8 @@ func runConfig(_ context.Context, args []string, getenv func(string) string, std
 // would run with; the emulator's address and the secret exist only at start.
 func (c *config) showDev() {
 	c.applyDev("(the built-in emulator on a loopback port)", secret.String("dev"))
-	c.devValues = map[string]string{"WECHAT_SECRET": "(random, made at start)", "WECHAT_SECRET_FILE": "(ignored)"}
+	c.devValues = map[string]string{"WECHAT_SECRET": "(random, made at start)", "WECHAT_SECRET_FILE": "(ignored)",
+		"WXTOKEN_APPS_FILE": "(ignored: dev mode serves any appid)"}
 }
 
 // mentions reports whether a problem is about the variable name (every

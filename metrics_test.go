@@ -178,7 +178,7 @@ func TestMetricsScrape(t *testing.T) {
 		{"wxtoken_rate_limited_total", map[string]string{"limiter": "login"}, 1},
 		{"wxtoken_key_reloads_total", map[string]string{"outcome": "ok"}, 1},
 		{"wxtoken_signing_key_age_seconds", nil, 0},
-		{"wxtoken_wechat_circuit_breaker_state", map[string]string{"breaker": "wechat"}, 0},
+		{"wxtoken_wechat_circuit_breaker_state", map[string]string{"breaker": "wechat " + testAppID}, 0},
 		{"go_goroutines", nil, 1},
 		{"process_open_fds", nil, 1},
 	}
@@ -188,7 +188,7 @@ func TestMetricsScrape(t *testing.T) {
 			t.Errorf("%s%v = %v (found %v), want at least %v", w.name, w.labels, got, found, w.min)
 		}
 	}
-	if got, _ := value(all, "wxtoken_wechat_circuit_breaker_state", map[string]string{"breaker": "wechat"}); got != 0 {
+	if got, _ := value(all, "wxtoken_wechat_circuit_breaker_state", map[string]string{"breaker": "wechat " + testAppID}); got != 0 {
 		t.Errorf("breaker state %v, want 0 (closed)", got)
 	}
 	// The two checks of one token: one full verification, then the cache.

@@ -34,8 +34,8 @@ var openAPISpec []byte
 
 const serveUsage = `Usage: wxtoken serve [--dev] [flags]
 
-Runs the HTTP server. Needs WECHAT_APPID, WECHAT_SECRET (or WECHAT_SECRET_FILE) and a keys directory
-made by 'wxtoken keys init'. With --dev it needs nothing: a built-in WeChat emulator answers instead of
+Runs the HTTP server. Needs WECHAT_APPID, WECHAT_SECRET (or WECHAT_SECRET_FILE), or WXTOKEN_APPS_FILE
+for several mini programs, and a keys directory made by 'wxtoken keys init'. With --dev it needs nothing: a built-in WeChat emulator answers instead of
 WeChat and keys are made on first use. See 'wxtoken --help' for every environment variable.
 
 Flags:
@@ -86,8 +86,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			return err
 		}
 		defer stop()
-	} else if cfg.AppID == "" || cfg.Secret.Empty() {
-		return errors.New("WECHAT_APPID and WECHAT_SECRET (or WECHAT_SECRET_FILE) must be set; for a first try without a WeChat account run: wxtoken serve --dev")
+	} else if cfg.AppsFile == "" && (cfg.AppID == "" || cfg.Secret.Empty()) {
+		return errors.New("WECHAT_APPID and WECHAT_SECRET (or WECHAT_SECRET_FILE), or WXTOKEN_APPS_FILE, must be set; for a first try without a WeChat account run: wxtoken serve --dev")
 	}
 
 	a, err := newApp(cfg, logger)
@@ -123,6 +123,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	bg, cancelBG := context.WithCancel(ctx)
 	defer cancelBG()
 	go store.Watch(bg, cfg.ReloadInterval)
+	if a.watchApps != nil {
+		go a.watchApps(bg)
+	}
 	go reloadOnHangup(bg, store, logger)
 	if cfg.RotateEvery > 0 {
 		go autoRotate(bg, dir, store, cfg.RotateEvery, logger)
@@ -159,6 +162,8 @@ type app struct {
 	draining *atomic.Bool
 	// metrics serves /metrics, on the main listener or on WXTOKEN_METRICS_ADDR.
 	metrics http.Handler
+	// watchApps reloads the apps file on change; nil without one.
+	watchApps func(context.Context)
 }
 
 // newApp wires keys, the WeChat client, the token service and the handlers.
@@ -170,6 +175,11 @@ func newApp(cfg *config, logger *slog.Logger) (*app, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load keys: %w", err)
+	}
+
+	apps, watchApps, err := servedApps(cfg, logger)
+	if err != nil {
+		return nil, err
 	}
 
 	m, err := metrics.New(metrics.Config{SigningKeySince: func() time.Time { return store.Current().SigningKey().Since }})
@@ -194,11 +204,14 @@ func newApp(cfg *config, logger *slog.Logger) (*app, error) {
 		return nil, err
 	}
 	tokens, err := token.New(token.Config{
-		Issuer:    cfg.Issuer,
-		TTL:       cfg.TokenTTL,
-		Leeway:    cfg.Leeway,
-		Audiences: []string{cfg.AppID},
-		Keys:      store,
+		Issuer: cfg.Issuer,
+		TTL:    cfg.TokenTTL,
+		Leeway: cfg.Leeway,
+		Accept: func(appid string) bool {
+			_, ok := apps.Lookup(appid)
+			return ok
+		},
+		Keys: store,
 		// Verified tokens are kept (bounded, dropped on any key reload) so
 		// a token's signature is checked once, not on every bearer call.
 		CacheEntries: cfg.TokenCacheEntries,
@@ -212,7 +225,7 @@ func newApp(cfg *config, logger *slog.Logger) (*app, error) {
 		Logger:  logger,
 		WeChat:  client,
 		Tokens:  tokens,
-		Apps:    singleApp{wechat.Credentials{AppID: cfg.AppID, Secret: cfg.Secret}},
+		Apps:    apps,
 		JWKS:    func() ([]byte, string) { return store.Current().JWKS() },
 		OpenAPI: openAPISpec,
 		Ready: func() error {
@@ -239,7 +252,8 @@ func newApp(cfg *config, logger *slog.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &app{echo: e, store: store, dir: dir, draining: draining, metrics: m.Handler()}, nil
+	return &app{echo: e, store: store, dir: dir, draining: draining, metrics: m.Handler(),
+		watchApps: watchApps}, nil
 }
 
 // serveMetrics serves GET /metrics alone on WXTOKEN_METRICS_ADDR, with
@@ -271,16 +285,6 @@ func serveMetrics(cfg *config, h http.Handler, logger *slog.Logger) (stop func()
 // (an emergency one included) that the others have taken.
 func keysStaleAfter(reload time.Duration) time.Duration { return 2 * reload }
 
-// singleApp serves one mini program. Handlers look the app up per request,
-// so serving several later only changes this type.
-type singleApp struct{ app wechat.Credentials }
-
-func (s singleApp) Lookup(appid string) (wechat.Credentials, bool) {
-	return s.app, appid == s.app.AppID
-}
-
-func (s singleApp) Default() string { return s.app.AppID }
-
 // startDev starts what dev mode needs, on a configuration applyDev already
 // made: keys made on first use, and the WeChat emulator serving on ln, which
 // the real WeChat client reaches as WECHAT_API_BASE.
@@ -294,9 +298,10 @@ func startDev(cfg *config, ln net.Listener, logger *slog.Logger, stderr io.Write
 		logger.Warn("dev mode: created keys", "keys_dir", cfg.KeysDir)
 	}
 	emu := emulator.New(emulator.Config{
-		Apps:    map[string]string{cfg.AppID: cfg.Secret.Reveal()},
-		UnionID: true,
-		Logger:  logger.With("component", "emulator"),
+		Apps:      map[string]string{cfg.AppID: cfg.Secret.Reveal()},
+		AnySecret: cfg.Secret.Reveal(),
+		UnionID:   true,
+		Logger:    logger.With("component", "emulator"),
 	})
 	srv := &http.Server{Handler: emu, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()

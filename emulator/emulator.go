@@ -6,12 +6,14 @@
 // stable access_token in normal mode. Faults (hangs, garbage, 5xx, resets,
 // connections closed after the request was acted on, echoes of the request,
 // huge headers, errcodes, odd expires_in) can be switched on per path to
-// test how callers cope.
+// test how callers cope, for every app or for one (Fault.AppID). It also
+// answers resetusersessionkey and getuserriskrank (ranks set with
+// SetRiskRank), serves several apps, and with codes of the form
+// <person>~<anything> gives one person one unionid across apps.
 package emulator
 
 import (
 	"cmp"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -36,6 +38,9 @@ type Config struct {
 	// UnionID makes every login answer a unionid, as for an app bound to
 	// an Open Platform account.
 	UnionID bool
+	// AnySecret, when set, makes the emulator serve any appid it does not
+	// list, with this appsecret (dev mode serves any appid).
+	AnySecret string
 	// ReusableCodes lets a js_code log in more than once (always as the
 	// same user). WeChat refuses a reused code with 40163.
 	ReusableCodes bool
@@ -82,12 +87,17 @@ type Fault struct {
 	// Watermark answers normally, but phone numbers carry this appid in
 	// their watermark, as data made for another app would.
 	Watermark string
+	// AppID, when set, limits the fault to requests made for that app (by
+	// their appid or their access_token's), as when WeChat fails one mini
+	// program and not the others.
+	AppID string
 }
 
 func (f Fault) zero() bool { return f == Fault{} }
 
 type user struct {
 	sessionKey string
+	riskRank   int
 }
 
 type accessToken struct {
@@ -111,6 +121,7 @@ type Emulator struct {
 	faults    map[string]*Fault
 	calls     map[string]int
 	arrivals  map[string]int // js_code -> times it reached jscode2session
+	risk      map[string]int // appid|openid -> risk rank set before the user logged in
 }
 
 type preset struct{ openid, unionid, sessionKey string }
@@ -136,6 +147,7 @@ func New(cfg Config) *Emulator {
 		users: map[string]*user{}, usedCodes: map[string]bool{}, usedPhone: map[string]bool{},
 		presets: map[string]preset{}, tokens: map[string]*accessToken{}, current: map[string]string{},
 		faults: map[string]*Fault{}, calls: map[string]int{}, arrivals: map[string]int{},
+		risk: map[string]int{},
 	}
 }
 
@@ -201,13 +213,14 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if path == "/sns/jscode2session" {
 		code = r.URL.Query().Get("js_code")
 	}
+	appid := e.requestApp(r)
 	e.mu.Lock()
 	e.calls[path]++
 	if code != "" {
 		e.arrivals[code]++
 	}
 	var fault Fault
-	if f, ok := e.faults[path]; ok {
+	if f, ok := e.faults[path]; ok && (f.AppID == "" || f.AppID == appid) {
 		fault = *f
 		if f.Times > 0 {
 			f.Times--
@@ -238,6 +251,10 @@ func (e *Emulator) route(w http.ResponseWriter, r *http.Request, fault Fault) {
 		e.phoneNumber(w, r, fault.Watermark)
 	case path == "/wxa/checksession" && r.Method == http.MethodGet:
 		e.checkSession(w, r)
+	case path == "/wxa/resetusersessionkey" && r.Method == http.MethodGet:
+		e.resetSessionKey(w, r)
+	case path == "/wxa/getuserriskrank" && r.Method == http.MethodPost:
+		e.riskRank(w, r)
 	default:
 		w.Header().Set("Content-Type", "text/html")
 		w.WriteHeader(http.StatusNotFound)
@@ -401,6 +418,9 @@ func errCode(code string) (int, bool) {
 // checkApp answers WeChat's errcode for bad credentials, or 0.
 func (e *Emulator) checkApp(appid, secret string) int {
 	want, ok := e.cfg.Apps[appid]
+	if !ok && e.cfg.AnySecret != "" && appid != "" {
+		want, ok = e.cfg.AnySecret, true
+	}
 	if !ok {
 		return 40013
 	}
@@ -441,11 +461,18 @@ func (e *Emulator) code2Session(w http.ResponseWriter, r *http.Request) {
 	if !isPreset {
 		p = preset{openid: derive("o", appid+"|"+code)}
 		p.sessionKey = newSessionKey()
+		if name, _, ok := strings.Cut(code, "~"); ok && name != "" {
+			// One person: an openid of their own per app, one unionid.
+			p.openid = derive("o", appid+"|user|"+name)
+			if e.cfg.UnionID {
+				p.unionid = derive("u", "person|"+name)
+			}
+		}
 	}
 	if p.unionid == "" && e.cfg.UnionID {
 		p.unionid = derive("u", "union|"+p.openid)
 	}
-	e.users[appid+"|"+p.openid] = &user{sessionKey: p.sessionKey}
+	e.users[appid+"|"+p.openid] = &user{sessionKey: p.sessionKey, riskRank: e.risk[appid+"|"+p.openid]}
 	e.mu.Unlock()
 	ans := map[string]any{"openid": p.openid, "session_key": p.sessionKey}
 	if p.unionid != "" {
@@ -563,27 +590,8 @@ func (e *Emulator) phoneNumber(w http.ResponseWriter, r *http.Request, watermark
 }
 
 func (e *Emulator) checkSession(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	appid, n := e.checkToken(q.Get("access_token"))
-	if n != 0 {
+	if _, _, n := e.sessionUser(r); n != 0 {
 		e.fail(w, r, n)
-		return
-	}
-	if q.Get("sig_method") != "hmac_sha256" {
-		e.fail(w, r, 87010)
-		return
-	}
-	e.mu.Lock()
-	u, ok := e.users[appid+"|"+q.Get("openid")]
-	var sk string
-	if ok {
-		sk = u.sessionKey
-	}
-	e.mu.Unlock()
-	m := hmac.New(sha256.New, []byte(sk))
-	want := hex.EncodeToString(m.Sum(nil))
-	if !ok || subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(q.Get("signature")))) != 1 {
-		e.fail(w, r, 87009)
 		return
 	}
 	e.ok(w, r, map[string]any{"errcode": 0, "errmsg": "ok"})

@@ -47,6 +47,8 @@ func (a apps) Lookup(appid string) (wechat.Credentials, bool) {
 
 func (a apps) Default() string { return a[0].AppID }
 
+func (a apps) Policy(string) handlers.AppPolicy { return handlers.AppPolicy{} }
+
 // fixture is the handlers wired to real parts: a real key directory, the real
 // token service and WeChat client, and the WeChat emulator on loopback.
 type fixture struct {
@@ -294,6 +296,16 @@ func (u unusedWeChat) PhoneNumber(context.Context, wechat.Credentials, string, s
 func (u unusedWeChat) CheckSession(context.Context, wechat.Credentials, string, secret.String) (bool, error) {
 	u.t.Error("WeChat was called")
 	return false, io.EOF
+}
+
+func (u unusedWeChat) ResetSessionKey(context.Context, wechat.Credentials, string, secret.String) (secret.String, error) {
+	u.t.Error("WeChat was called")
+	return "", io.EOF
+}
+
+func (u unusedWeChat) UserRiskRank(context.Context, wechat.Credentials, string, string) (int, error) {
+	u.t.Error("WeChat was called")
+	return 0, io.EOF
 }
 
 // TestBearerChallenges: RFC 6750 section 3 — a bare challenge when no

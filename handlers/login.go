@@ -21,6 +21,7 @@ type loginResponse struct {
 	ExpiresIn   int64  `json:"expires_in"`
 	OpenID      string `json:"openid"`
 	UnionID     string `json:"unionid,omitempty"`
+	RiskRank    *int   `json:"risk_rank,omitempty"`
 }
 
 // login exchanges a wx.login() code for a token. The code is sent to WeChat
@@ -33,19 +34,28 @@ func (h *server) login(c echo.Context) error {
 	appID := req.AppID
 	if appID == "" {
 		appID = h.cfg.Apps.Default()
+		if appID == "" {
+			return kindInvalidRequest.problem(`Field "appid" is required: this service serves several mini programs, so a login must name its app.`)
+		}
 	}
 	app, ok := h.cfg.Apps.Lookup(appID)
 	if !ok {
 		return kindUnknownApp.problem("This service does not serve that appid.")
 	}
+	policy := h.cfg.Apps.Policy(app.AppID)
 	ctx, cancel := h.work(c)
 	defer cancel()
 	sess, err := h.cfg.WeChat.Code2Session(ctx, app, req.Code)
 	if err != nil {
 		return err
 	}
+	rank, err := h.riskCheck(ctx, c, app, policy.Risk, sess.OpenID)
+	if err != nil {
+		return err
+	}
 	issued, err := h.cfg.Tokens.Issue(ctx, token.Identity{
 		AppID: app.AppID, OpenID: sess.OpenID, UnionID: sess.UnionID, SessionKey: sess.SessionKey,
+		RiskRank: rank, TTL: policy.TokenTTL,
 	})
 	if err != nil {
 		return err
@@ -57,6 +67,7 @@ func (h *server) login(c echo.Context) error {
 		ExpiresIn:   int64(issued.ExpiresIn.Seconds()),
 		OpenID:      sess.OpenID,
 		UnionID:     sess.UnionID,
+		RiskRank:    rank,
 	})
 }
 

@@ -54,6 +54,8 @@ var (
 	kindUnknownApp       = kind{"unknown-app", http.StatusBadRequest, "Unknown appid"}
 	kindInvalidCode      = kind{"invalid-code", http.StatusBadRequest, "Invalid code"}
 	kindLoginBlocked     = kind{"login-blocked", http.StatusForbidden, "Login blocked by WeChat"}
+	kindRiskRefused      = kind{"risk-refused", http.StatusForbidden, "Login refused for risk"}
+	kindStaleSession     = kind{"stale-session", http.StatusConflict, "Session key replaced"}
 	kindRateLimited      = kind{"rate-limited", http.StatusTooManyRequests, "Too many requests"}
 	kindUpstreamLimited  = kind{"wechat-rate-limited", http.StatusTooManyRequests, "WeChat rate limit"}
 	kindUpstreamBusy     = kind{"wechat-busy", http.StatusServiceUnavailable, "WeChat is busy"}
@@ -74,7 +76,7 @@ func Kinds() map[string]int {
 	for _, k := range []kind{kindInvalidRequest, kindUnsupportedMedia, kindTooLarge, kindNotFound, kindMethod,
 		kindUnknownApp, kindInvalidCode, kindLoginBlocked, kindRateLimited, kindUpstreamLimited, kindUpstreamBusy,
 		kindUpstreamBad, kindUpstreamTimeout, kindUnavailable, kindUnauthorized, kindInvalidToken,
-		kindInvalidUserData, kindDecryptFailed, kindBadSignature, kindInternal} {
+		kindInvalidUserData, kindDecryptFailed, kindBadSignature, kindInternal, kindRiskRefused, kindStaleSession} {
 		m[ProblemTypePrefix+k.slug] = k.status
 	}
 	return m
@@ -137,6 +139,10 @@ func problemFor(err error) (*Problem, bool) {
 	var ie *wechat.InputError
 	if errors.As(err, &ie) {
 		return kindInvalidUserData.problemf("%s: %s", ie.Field, ie.Reason), true
+	}
+	if errors.Is(err, wechat.ErrStaleSessionKey) {
+		return kindStaleSession.problem("The token's session_key is no longer the user's current one at WeChat " +
+			"(the mini program called wx.login() again, or the key was reset). Call wx.login() and POST /v1/login again."), true
 	}
 	if errors.Is(err, wechat.ErrDecrypt) {
 		return kindDecryptFailed.problem(detailDecrypt), true

@@ -26,6 +26,8 @@ type WeChat interface {
 	Code2Session(ctx context.Context, app wechat.Credentials, code string) (wechat.Session, error)
 	PhoneNumber(ctx context.Context, app wechat.Credentials, code, openid string) (wechat.PhoneInfo, error)
 	CheckSession(ctx context.Context, app wechat.Credentials, openid string, sessionKey secret.String) (bool, error)
+	ResetSessionKey(ctx context.Context, app wechat.Credentials, openid string, sessionKey secret.String) (secret.String, error)
+	UserRiskRank(ctx context.Context, app wechat.Credentials, openid, clientIP string) (int, error)
 }
 
 // Tokens issues and verifies access tokens; *token.Service implements it.
@@ -39,8 +41,12 @@ type Tokens interface {
 type Apps interface {
 	// Lookup returns the credentials of appid, or false when it is not served here.
 	Lookup(appid string) (wechat.Credentials, bool)
-	// Default is the appid used when a login names none.
+	// Default is the appid used when a login names none; "" when several
+	// apps are served, so that a login must name its app.
 	Default() string
+	// Policy is appid's token lifetime and risk check; the zero value
+	// means the service's defaults.
+	Policy(appid string) AppPolicy
 }
 
 // JWKS returns the published keys document and its ETag.
@@ -164,6 +170,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	userLimit := h.userLimiter()
 	e.POST("/v1/phone-number", h.phoneNumber, bearer, userLimit)
 	e.POST("/v1/session/check", h.sessionCheck, bearer, userLimit)
+	e.POST("/v1/session/reset", h.sessionReset, bearer, userLimit)
 	if cfg.Dev {
 		e.POST("/dev/encrypt", h.devEncrypt, bearer)
 	}

@@ -41,6 +41,8 @@ var (
 	errMalformed  = errors.New("malformed")
 	errUnknownKID = errors.New("unknown kid")
 	errSealedKey  = errors.New("sealed session key")
+	// errWrongAudience: the audience is not an app served here (Config.Accept).
+	errWrongAudience = errors.New("wrong audience")
 )
 
 // outcomeOf names the outcome of a Verify that returned err.
@@ -62,7 +64,7 @@ func outcomeOf(err error, cached bool) Outcome {
 		return OutcomeBadHeader
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
 		return OutcomeBadSignature
-	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+	case errors.Is(err, jwt.ErrTokenInvalidAudience), errors.Is(err, errWrongAudience):
 		return OutcomeWrongAudience
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
 		return OutcomeWrongIssuer

@@ -67,6 +67,13 @@ type Identity struct {
 	OpenID     string
 	UnionID    string
 	SessionKey secret.String
+	// RiskRank is WeChat's risk rank of the user at login (0 to 4), in the
+	// risk_rank claim, when the app asks for it; nil leaves the claim out.
+	RiskRank *int
+	// TTL is this token's lifetime when its app has one of its own; 0
+	// means the service's TTL, which is also the longest allowed (key
+	// retention is computed from it).
+	TTL time.Duration
 }
 
 // Issued is a freshly signed token and what a login answer tells about it.
@@ -93,8 +100,12 @@ type Config struct {
 	TTL       time.Duration
 	Leeway    time.Duration
 	Audiences []string
-	Keys      KeySource
-	Now       func() time.Time
+	// Accept, when set, replaces Audiences: it reports whether tokens for
+	// an appid are accepted, for a service whose apps change while it runs.
+	// It is asked on every Verify, cached tokens included.
+	Accept func(appid string) bool
+	Keys   KeySource
+	Now    func() time.Time
 	// CacheEntries bounds the cache of verified tokens (see Verify); 0 turns
 	// the cache off, so every Verify checks the signature and opens wxsk.
 	CacheEntries int
@@ -118,6 +129,7 @@ type claims struct {
 	jwt.RegisteredClaims
 	ClientID   string `json:"client_id"`
 	UnionID    string `json:"unionid,omitempty"`
+	RiskRank   *int   `json:"risk_rank,omitempty"`
 	SessionKey string `json:"wxsk"`
 }
 
@@ -175,7 +187,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Keys == nil {
 		return nil, errors.New("token: key source is required")
 	}
-	if len(cfg.Audiences) == 0 {
+	if len(cfg.Audiences) == 0 && cfg.Accept == nil {
 		return nil, errors.New("token: at least one audience (appid) is required")
 	}
 	if cfg.TTL > MaxLifetime {
@@ -190,14 +202,17 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Service{cfg: cfg, validator: jwt.NewValidator(
+	checks := []jwt.ParserOption{
 		jwt.WithIssuer(cfg.Issuer),
-		jwt.WithAudience(cfg.Audiences...),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(cfg.Leeway),
 		jwt.WithTimeFunc(cfg.Now),
-	)}
+	}
+	if cfg.Accept == nil {
+		checks = append(checks, jwt.WithAudience(cfg.Audiences...))
+	}
+	s := &Service{cfg: cfg, validator: jwt.NewValidator(checks...)}
 	if cfg.CacheEntries > 0 {
 		s.cache = newCache(cfg.CacheEntries)
 	}
@@ -221,8 +236,15 @@ func (s *Service) Issue(_ context.Context, id Identity) (Issued, error) {
 	if err != nil {
 		return Issued{}, fmt.Errorf("token: issue: %w", err)
 	}
+	ttl := s.cfg.TTL
+	if id.TTL != 0 {
+		if id.TTL < 0 || id.TTL > s.cfg.TTL {
+			return Issued{}, fmt.Errorf("token: issue: TTL %s is not between 0 and the service's %s", id.TTL, s.cfg.TTL)
+		}
+		ttl = id.TTL
+	}
 	now := s.cfg.Now().Truncate(time.Second)
-	exp := now.Add(s.cfg.TTL)
+	exp := now.Add(ttl)
 	c := claims{
 		RegisteredClaims: jwt.RegisteredClaims{
 			Issuer:    s.cfg.Issuer,
@@ -234,6 +256,7 @@ func (s *Service) Issue(_ context.Context, id Identity) (Issued, error) {
 		},
 		ClientID: id.AppID,
 		UnionID:  id.UnionID,
+		RiskRank: id.RiskRank,
 	}
 	enc := ring.EncryptionKey()
 	sealed, err := enc.Seal([]byte(id.SessionKey.Reveal()), additionalData(enc.KID, s.cfg.Issuer, id.AppID, id.OpenID, jti))
@@ -262,7 +285,7 @@ func (s *Service) Issue(_ context.Context, id Identity) (Issued, error) {
 		Token:     signingString + "." + base64.RawURLEncoding.EncodeToString(sig),
 		ID:        jti,
 		ExpiresAt: exp,
-		ExpiresIn: s.cfg.TTL,
+		ExpiresIn: ttl,
 	}, nil
 }
 
@@ -307,6 +330,10 @@ func (s *Service) verifyRaw(raw string) (sess *Session, cached bool, err error) 
 		if err := s.validate(&v.registered); err != nil {
 			s.cache.drop(key)
 			return nil, true, err
+		}
+		// The apps served can change while a token is cached.
+		if s.cfg.Accept != nil && !s.cfg.Accept(v.sess.AppID) {
+			return nil, true, invalidAs(errWrongAudience, "audience is not an app served here")
 		}
 		return v.session(), true, nil
 	}
@@ -366,6 +393,12 @@ func (s *Service) verify(ring *keys.Ring, raw string) (*verified, error) {
 		return nil, invalid("exactly one audience, equal to client_id, is required")
 	}
 	appID := c.Audience[0]
+	if s.cfg.Accept != nil && !s.cfg.Accept(appID) {
+		return nil, invalidAs(errWrongAudience, "audience is not an app served here")
+	}
+	if c.RiskRank != nil && (*c.RiskRank < 0 || *c.RiskRank > 4) {
+		return nil, invalid("risk_rank out of range")
+	}
 	sk, err := s.openSessionKey(ring, c.SessionKey, appID, c.Subject, c.ID)
 	if err != nil {
 		return nil, err
@@ -379,6 +412,7 @@ func (s *Service) verify(ring *keys.Ring, raw string) (*verified, error) {
 				OpenID:     c.Subject,
 				UnionID:    c.UnionID,
 				SessionKey: sk,
+				RiskRank:   c.RiskRank,
 			},
 			ID:        c.ID,
 			IssuedAt:  c.IssuedAt.Time,

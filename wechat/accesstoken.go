@@ -115,7 +115,7 @@ func (t *tokenCache) fetch(ctx context.Context, app Credentials) (cachedToken, e
 			ExpiresIn   int64         `json:"expires_in"`
 			errAnswer
 		}
-		err := t.client.call(ctx, OpStableToken, http.MethodPost, "/cgi-bin/stable_token", url.Values{}, body, &ans, hide)
+		err := t.client.call(ctx, app.AppID, OpStableToken, http.MethodPost, "/cgi-bin/stable_token", url.Values{}, body, &ans, hide)
 		if err == nil {
 			if ans.AccessToken.Empty() || ans.ExpiresIn <= 0 {
 				return cachedToken{}, &UpstreamError{Op: OpStableToken, Kind: BadAnswer, Err: errors.New("answer lacks access_token or expires_in")}

@@ -120,7 +120,7 @@ type Client struct {
 	// loginSlots bounds logins, so neither kind can starve the other.
 	slots      chan struct{}
 	loginSlots chan struct{}
-	breaker    *gobreaker.CircuitBreaker[[]byte]
+	breakers   breakers
 	log        *slog.Logger
 	tokens     tokenCache
 }
@@ -179,24 +179,7 @@ func NewClient(cfg Config) (*Client, error) {
 	}
 	c := &Client{base: base, cfg: cfg, http: hc, login: login, log: log,
 		slots: make(chan struct{}, cfg.MaxConcurrent), loginSlots: make(chan struct{}, cfg.MaxConcurrent)}
-	threshold := uint32(cfg.BreakerThreshold)
-	c.breaker = gobreaker.NewCircuitBreaker[[]byte](gobreaker.Settings{
-		Name:        "wechat",
-		MaxRequests: 1,
-		Timeout:     cfg.BreakerCooldown,
-		ReadyToTrip: func(n gobreaker.Counts) bool { return n.ConsecutiveFailures >= threshold },
-		// A caller that went away says nothing about WeChat's health.
-		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
-		OnStateChange: func(name string, from, to gobreaker.State) {
-			cfg.Observer.BreakerState(name, breakerState(to))
-			level := slog.LevelInfo
-			if to == gobreaker.StateOpen {
-				level = slog.LevelError
-			}
-			log.Log(context.Background(), level, "wechat circuit breaker", "from", from.String(), "to", to.String())
-		},
-	})
-	cfg.Observer.BreakerState(c.breaker.Name(), breakerState(c.breaker.State()))
+	c.breakers = breakers{client: c, m: map[string]*gobreaker.CircuitBreaker[[]byte]{}}
 	c.tokens = tokenCache{client: c, entries: map[string]cachedToken{}}
 	return c, nil
 }
@@ -253,7 +236,7 @@ func (c *Client) Code2Session(ctx context.Context, app Credentials, code string)
 		errAnswer
 	}
 	hide := newRedactor(app.Secret.Reveal(), code)
-	if err := c.call(ctx, OpCode2Session, http.MethodGet, "/sns/jscode2session", q, nil, &ans, hide); err != nil {
+	if err := c.call(ctx, app.AppID, OpCode2Session, http.MethodGet, "/sns/jscode2session", q, nil, &ans, hide); err != nil {
 		c.logConfigFault(err, app)
 		return Session{}, err
 	}
@@ -307,7 +290,7 @@ func (c *Client) PhoneNumber(ctx context.Context, app Credentials, code, openid 
 	}
 	err = c.withAccessToken(ctx, app, func(tok string) error {
 		ans.PhoneInfo = nil
-		return c.call(ctx, OpPhoneNumber, http.MethodPost, "/wxa/business/getuserphonenumber",
+		return c.call(ctx, app.AppID, OpPhoneNumber, http.MethodPost, "/wxa/business/getuserphonenumber",
 			url.Values{"access_token": {tok}}, body, &ans, newRedactor(tok, code))
 	})
 	if err != nil {
@@ -326,7 +309,7 @@ func (c *Client) CheckSession(ctx context.Context, app Credentials, openid strin
 	sig := sessionSignature(sessionKey)
 	var ans errAnswer
 	err := c.withAccessToken(ctx, app, func(tok string) error {
-		return c.call(ctx, OpCheckSession, http.MethodGet, "/wxa/checksession", url.Values{
+		return c.call(ctx, app.AppID, OpCheckSession, http.MethodGet, "/wxa/checksession", url.Values{
 			"access_token": {tok}, "signature": {sig}, "openid": {openid}, "sig_method": {"hmac_sha256"},
 		}, nil, &ans, newRedactor(tok, sig))
 	})
@@ -356,11 +339,11 @@ func (e *errAnswer) apiError(op string) error {
 type apiAnswer interface{ apiError(op string) error }
 
 // call makes one request to WeChat and decodes its JSON answer into out.
-// It takes a slot (or fails fast), goes through the circuit breaker, and
+// It takes a slot (or fails fast), goes through appID's circuit breaker, and
 // bounds the whole exchange by the configured timeout. Whatever WeChat's
 // answer puts into the error (a parse error quoting its status line, an
 // errmsg) has hide's values replaced before it is logged or returned.
-func (c *Client) call(ctx context.Context, op, method, path string, q url.Values, body []byte, out apiAnswer, hide redactor) error {
+func (c *Client) call(ctx context.Context, appID, op, method, path string, q url.Values, body []byte, out apiAnswer, hide redactor) error {
 	pool := c.slots
 	if op == OpCode2Session {
 		pool = c.loginSlots
@@ -376,7 +359,7 @@ func (c *Client) call(ctx context.Context, op, method, path string, q url.Values
 		return transportError(ctx, op, err)
 	}
 	start := c.cfg.Now()
-	raw, err := c.breaker.Execute(func() ([]byte, error) { return c.roundTrip(ctx, op, method, path, q, body) })
+	raw, err := c.breakers.get(appID).Execute(func() ([]byte, error) { return c.roundTrip(ctx, op, method, path, q, body) })
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 		return &UpstreamError{Op: op, Kind: CircuitOpen, RetryAfter: c.cfg.BreakerCooldown, Err: errors.New("recent calls failed")}
 	}

@@ -2,8 +2,11 @@
 // code that knows WeChat's user-data cryptography.
 //
 // The Client exchanges login codes (jscode2session), redeems phone-number
-// codes and checks whether a session_key is still current. It bounds every
-// call (timeouts, a cap on calls in flight, a circuit breaker, capped answer
+// codes, checks whether a session_key is still current, replaces it
+// (resetusersessionkey) and asks a user's risk rank (getuserriskrank), for
+// any number of apps, each with its own access_token and circuit breaker.
+// It bounds every call (timeouts, a cap on calls in flight, a circuit
+// breaker per app, capped answer
 // headers and bodies), retries only what is safe to repeat (never a js_code,
 // which is single-use: logins reuse pooled connections, but net/http cannot
 // replay them), checks the shape of what WeChat answers, keeps the app's

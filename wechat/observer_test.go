@@ -43,7 +43,7 @@ func (r *recorder) AccessTokenRefresh(err error) {
 func (r *recorder) BreakerState(name string, s wechat.BreakerState) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if name == "wechat" {
+	if name == "wechat "+appID {
 		r.breakers = append(r.breakers, s)
 	}
 }

@@ -112,6 +112,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/session/reset": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Replace the user's session_key at WeChat and answer a new token carrying it.
+         * @description Calls WeChat's `resetusersessionkey`, signed with the token's session_key. The answer is a new token for
+         *     the same openid and appid with the new session_key sealed; the old session_key stops working at WeChat
+         *     at once (the old token simply expires). For a leaked session_key, or for data the mini program encrypted
+         *     with a key newer than the token's. `stale-session` (409) means the token's session_key is no longer the
+         *     user's current one: call `wx.login()` and `/v1/login` again. Rate limited per user like session checks.
+         */
+        post: operations["sessionReset"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/dev/encrypt": {
         parameters: {
             query?: never;
@@ -284,7 +308,7 @@ export interface components {
              * Format: uri
              * @enum {string}
              */
-            type: "urn:wxtoken:problem:invalid-request" | "urn:wxtoken:problem:unsupported-media-type" | "urn:wxtoken:problem:request-too-large" | "urn:wxtoken:problem:not-found" | "urn:wxtoken:problem:method-not-allowed" | "urn:wxtoken:problem:unknown-app" | "urn:wxtoken:problem:invalid-code" | "urn:wxtoken:problem:login-blocked" | "urn:wxtoken:problem:rate-limited" | "urn:wxtoken:problem:wechat-rate-limited" | "urn:wxtoken:problem:wechat-busy" | "urn:wxtoken:problem:wechat-error" | "urn:wxtoken:problem:wechat-timeout" | "urn:wxtoken:problem:unavailable" | "urn:wxtoken:problem:unauthorized" | "urn:wxtoken:problem:invalid-token" | "urn:wxtoken:problem:invalid-user-data" | "urn:wxtoken:problem:decryption-failed" | "urn:wxtoken:problem:invalid-signature" | "urn:wxtoken:problem:internal";
+            type: "urn:wxtoken:problem:invalid-request" | "urn:wxtoken:problem:unsupported-media-type" | "urn:wxtoken:problem:request-too-large" | "urn:wxtoken:problem:not-found" | "urn:wxtoken:problem:method-not-allowed" | "urn:wxtoken:problem:unknown-app" | "urn:wxtoken:problem:invalid-code" | "urn:wxtoken:problem:login-blocked" | "urn:wxtoken:problem:rate-limited" | "urn:wxtoken:problem:wechat-rate-limited" | "urn:wxtoken:problem:wechat-busy" | "urn:wxtoken:problem:wechat-error" | "urn:wxtoken:problem:wechat-timeout" | "urn:wxtoken:problem:unavailable" | "urn:wxtoken:problem:unauthorized" | "urn:wxtoken:problem:invalid-token" | "urn:wxtoken:problem:invalid-user-data" | "urn:wxtoken:problem:decryption-failed" | "urn:wxtoken:problem:invalid-signature" | "urn:wxtoken:problem:internal" | "urn:wxtoken:problem:risk-refused" | "urn:wxtoken:problem:stale-session";
             title: string;
             status: number;
             detail: string;
@@ -294,7 +318,10 @@ export interface components {
         LoginRequest: {
             /** @description The code from wx.login(). Single-use; lives about 5 minutes. */
             code: string;
-            /** @description Which mini program; defaults to the configured WECHAT_APPID. */
+            /**
+             * @description Which mini program. Optional when the service serves one app (WECHAT_APPID, or an apps file listing
+             *     one); required when WXTOKEN_APPS_FILE lists several. An appid not served is `unknown-app` (400).
+             */
             appid?: string;
         };
         AccessToken: {
@@ -307,6 +334,8 @@ export interface components {
             openid: string;
             /** @description Present when WeChat gave one. */
             unionid?: string;
+            /** @description WeChat's risk rank of the user at login, when the app's risk_check is flag or refuse:N. */
+            risk_rank?: number;
         };
         DecryptRequest: {
             /** @description Standard base64, as the mini program got it. */
@@ -426,7 +455,10 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
-        /** @description WeChat blocked this user's login (`login-blocked`, errcode 40226). */
+        /**
+         * @description WeChat blocked this user's login (`login-blocked`, errcode 40226), or the app's risk check
+         *     (`risk_check: refuse:N`) refused a user whose WeChat risk rank is N or more (`risk-refused`).
+         */
         Forbidden: {
             headers: {
                 [name: string]: unknown;
@@ -492,7 +524,8 @@ export interface components {
         };
         /**
          * @description WeChat is busy (`wechat-busy`, errcode -1), failing (circuit open) or too many calls to it are in
-         *     flight, or the server is not ready (`unavailable`).
+         *     flight, or the server is not ready (`unavailable`); also a login whose app refuses logins without a risk
+         *     check (`risk_check: refuse:N`) when WeChat's risk API fails (`unavailable`).
          */
         Unavailable: {
             headers: {
@@ -688,6 +721,43 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            429: components["responses"]["TooManyRequests"];
+            502: components["responses"]["BadGateway"];
+            503: components["responses"]["Unavailable"];
+            504: components["responses"]["GatewayTimeout"];
+            default: components["responses"]["Other"];
+        };
+    };
+    sessionReset: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The new access token. */
+            200: {
+                headers: {
+                    "Cache-Control": components["headers"]["NoStore"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccessToken"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            /** @description The token's session_key is no longer the user's current one (`stale-session`, errcode 87009). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             429: components["responses"]["TooManyRequests"];
             502: components["responses"]["BadGateway"];
             503: components["responses"]["Unavailable"];

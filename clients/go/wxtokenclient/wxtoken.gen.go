@@ -140,6 +140,8 @@ const (
 	UrnWxtokenProblemNotFound             ProblemType = "urn:wxtoken:problem:not-found"
 	UrnWxtokenProblemRateLimited          ProblemType = "urn:wxtoken:problem:rate-limited"
 	UrnWxtokenProblemRequestTooLarge      ProblemType = "urn:wxtoken:problem:request-too-large"
+	UrnWxtokenProblemRiskRefused          ProblemType = "urn:wxtoken:problem:risk-refused"
+	UrnWxtokenProblemStaleSession         ProblemType = "urn:wxtoken:problem:stale-session"
 	UrnWxtokenProblemUnauthorized         ProblemType = "urn:wxtoken:problem:unauthorized"
 	UrnWxtokenProblemUnavailable          ProblemType = "urn:wxtoken:problem:unavailable"
 	UrnWxtokenProblemUnknownApp           ProblemType = "urn:wxtoken:problem:unknown-app"
@@ -177,6 +179,10 @@ func (e ProblemType) Valid() bool {
 		return true
 	case UrnWxtokenProblemRequestTooLarge:
 		return true
+	case UrnWxtokenProblemRiskRefused:
+		return true
+	case UrnWxtokenProblemStaleSession:
+		return true
 	case UrnWxtokenProblemUnauthorized:
 		return true
 	case UrnWxtokenProblemUnavailable:
@@ -204,8 +210,11 @@ type AccessToken struct {
 	AccessToken string `json:"access_token"`
 
 	// ExpiresIn Seconds until the token expires.
-	ExpiresIn int                  `json:"expires_in"`
-	Openid    string               `json:"openid"`
+	ExpiresIn int    `json:"expires_in"`
+	Openid    string `json:"openid"`
+
+	// RiskRank WeChat's risk rank of the user at login, when the app's risk_check is flag or refuse:N.
+	RiskRank  *int                 `json:"risk_rank,omitempty"`
 	TokenType AccessTokenTokenType `json:"token_type"`
 
 	// Unionid Present when WeChat gave one.
@@ -273,7 +282,8 @@ type JWKSKeysUse string
 
 // LoginRequest defines model for LoginRequest.
 type LoginRequest struct {
-	// Appid Which mini program; defaults to the configured WECHAT_APPID.
+	// Appid Which mini program. Optional when the service serves one app (WECHAT_APPID, or an apps file listing
+	// one); required when WXTOKEN_APPS_FILE lists several. An appid not served is `unknown-app` (400).
 	Appid *string `json:"appid,omitempty"`
 
 	// Code The code from wx.login(). Single-use; lives about 5 minutes.
@@ -714,6 +724,17 @@ type ClientInterface interface {
 	// Corresponds with POST /v1/session/check (the `SessionCheck` operationId).
 	SessionCheck(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// SessionReset Replace the user's session_key at WeChat and answer a new token carrying it.
+	//
+	// Calls WeChat's `resetusersessionkey`, signed with the token's session_key. The answer is a new token for
+	// the same openid and appid with the new session_key sealed; the old session_key stops working at WeChat
+	// at once (the old token simply expires). For a leaked session_key, or for data the mini program encrypted
+	// with a key newer than the token's. `stale-session` (409) means the token's session_key is no longer the
+	// user's current one: call `wx.login()` and `/v1/login` again. Rate limited per user like session checks.
+	//
+	// Corresponds with POST /v1/session/reset (the `SessionReset` operationId).
+	SessionReset(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// UserinfoWithBody Check a rawData signature and answer the profile (and decrypted data when given).
 	//
 	// `signature` must equal hex(sha1(rawData + session_key)); compared in constant time.
@@ -1036,6 +1057,27 @@ func (c *Client) PhoneNumber(ctx context.Context, body PhoneNumberJSONRequestBod
 // Corresponds with POST /v1/session/check (the `SessionCheck` operationId).
 func (c *Client) SessionCheck(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewSessionCheckRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SessionReset Replace the user's session_key at WeChat and answer a new token carrying it.
+//
+// Calls WeChat's `resetusersessionkey`, signed with the token's session_key. The answer is a new token for
+// the same openid and appid with the new session_key sealed; the old session_key stops working at WeChat
+// at once (the old token simply expires). For a leaked session_key, or for data the mini program encrypted
+// with a key newer than the token's. `stale-session` (409) means the token's session_key is no longer the
+// user's current one: call `wx.login()` and `/v1/login` again. Rate limited per user like session checks.
+//
+// Corresponds with POST /v1/session/reset (the `SessionReset` operationId).
+func (c *Client) SessionReset(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSessionResetRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -1460,6 +1502,33 @@ func NewSessionCheckRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewSessionResetRequest constructs an http.Request for the SessionReset method
+func NewSessionResetRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/session/reset")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewUserinfoRequest calls the generic Userinfo builder with application/json body
 func NewUserinfoRequest(server string, body UserinfoJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -1712,6 +1781,19 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/session/check (the `SessionCheck` operationId).
 	SessionCheckWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*SessionCheckResponse, error)
+
+	// SessionResetWithResponse Replace the user's session_key at WeChat and answer a new token carrying it.
+	//
+	// Calls WeChat's `resetusersessionkey`, signed with the token's session_key. The answer is a new token for
+	// the same openid and appid with the new session_key sealed; the old session_key stops working at WeChat
+	// at once (the old token simply expires). For a leaked session_key, or for data the mini program encrypted
+	// with a key newer than the token's. `stale-session` (409) means the token's session_key is no longer the
+	// user's current one: call `wx.login()` and `/v1/login` again. Rate limited per user like session checks.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/session/reset (the `SessionReset` operationId).
+	SessionResetWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*SessionResetResponse, error)
 
 	// UserinfoWithBodyWithResponse Check a rawData signature and answer the profile (and decrypted data when given).
 	//
@@ -2743,6 +2825,152 @@ func (r SessionCheckResponse) ContentType() string {
 	return ""
 }
 
+// SessionResetResponse200Headers the declared response headers of an HTTP 200 response for SessionReset
+type SessionResetResponse200Headers struct {
+	CacheControl *string
+}
+
+// SessionResetResponse400Headers the declared response headers of an HTTP 400 response for SessionReset
+type SessionResetResponse400Headers struct {
+	WWWAuthenticate *string
+}
+
+// SessionResetResponse401Headers the declared response headers of an HTTP 401 response for SessionReset
+type SessionResetResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// SessionResetResponse429Headers the declared response headers of an HTTP 429 response for SessionReset
+type SessionResetResponse429Headers struct {
+	RetryAfter *int
+}
+
+// SessionResetResponse502Headers the declared response headers of an HTTP 502 response for SessionReset
+type SessionResetResponse502Headers struct {
+	RetryAfter *int
+}
+
+// SessionResetResponse503Headers the declared response headers of an HTTP 503 response for SessionReset
+type SessionResetResponse503Headers struct {
+	RetryAfter *int
+}
+
+// SessionResetResponse504Headers the declared response headers of an HTTP 504 response for SessionReset
+type SessionResetResponse504Headers struct {
+	RetryAfter *int
+}
+
+type SessionResetResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AccessToken
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
+	// ApplicationproblemJSON502 the response for an HTTP 502 `application/problem+json` response
+	ApplicationproblemJSON502 *BadGateway
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// ApplicationproblemJSON504 the response for an HTTP 504 `application/problem+json` response
+	ApplicationproblemJSON504 *GatewayTimeout
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Other
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *SessionResetResponse200Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *SessionResetResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *SessionResetResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *SessionResetResponse429Headers
+	// Headers502 the parsed response headers for an HTTP 502 response
+	Headers502 *SessionResetResponse502Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *SessionResetResponse503Headers
+	// Headers504 the parsed response headers for an HTTP 504 response
+	Headers504 *SessionResetResponse504Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SessionResetResponse) GetJSON200() *AccessToken {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r SessionResetResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r SessionResetResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r SessionResetResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r SessionResetResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON502 returns the response for an HTTP 502 `application/problem+json` response
+func (r SessionResetResponse) GetApplicationproblemJSON502() *BadGateway {
+	return r.ApplicationproblemJSON502
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r SessionResetResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSON504 returns the response for an HTTP 504 `application/problem+json` response
+func (r SessionResetResponse) GetApplicationproblemJSON504() *GatewayTimeout {
+	return r.ApplicationproblemJSON504
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r SessionResetResponse) GetApplicationproblemJSONDefault() *Other {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r SessionResetResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SessionResetResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SessionResetResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SessionResetResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // UserinfoResponse400Headers the declared response headers of an HTTP 400 response for Userinfo
 type UserinfoResponse400Headers struct {
 	WWWAuthenticate *string
@@ -3110,6 +3338,25 @@ func (c *ClientWithResponses) SessionCheckWithResponse(ctx context.Context, reqE
 		return nil, err
 	}
 	return ParseSessionCheckResponse(rsp)
+}
+
+// SessionResetWithResponse Replace the user's session_key at WeChat and answer a new token carrying it.
+//
+// Calls WeChat's `resetusersessionkey`, signed with the token's session_key. The answer is a new token for
+// the same openid and appid with the new session_key sealed; the old session_key stops working at WeChat
+// at once (the old token simply expires). For a leaked session_key, or for data the mini program encrypted
+// with a key newer than the token's. `stale-session` (409) means the token's session_key is no longer the
+// user's current one: call `wx.login()` and `/v1/login` again. Rate limited per user like session checks.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/session/reset (the `SessionReset` operationId).
+func (c *ClientWithResponses) SessionResetWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*SessionResetResponse, error) {
+	rsp, err := c.SessionReset(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSessionResetResponse(rsp)
 }
 
 // UserinfoWithBodyWithResponse Check a rawData signature and answer the profile (and decrypted data when given).
@@ -4083,6 +4330,161 @@ func ParseSessionCheckResponse(rsp *http.Response) (*SessionCheckResponse, error
 		response.Headers503 = &headers
 	case rsp.StatusCode == 504:
 		var headers SessionCheckResponse504Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers504 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseSessionResetResponse parses an HTTP response from a SessionResetWithResponse call
+func ParseSessionResetResponse(rsp *http.Response) (*SessionResetResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SessionResetResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AccessToken
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest BadGateway
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON502 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest GatewayTimeout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON504 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Other
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers SessionResetResponse200Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 400:
+		var headers SessionResetResponse400Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers SessionResetResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers SessionResetResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 502:
+		var headers SessionResetResponse502Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers502 = &headers
+	case rsp.StatusCode == 503:
+		var headers SessionResetResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	case rsp.StatusCode == 504:
+		var headers SessionResetResponse504Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
