@@ -78,6 +78,7 @@ type config struct {
 	JWKSMaxAge          time.Duration
 	UpstreamConcurrency int
 	TokenCacheEntries   int
+	MetricsAddr         string
 	LogLevel            slog.Level
 	Dev                 bool
 
@@ -153,6 +154,7 @@ func loadConfig(getenv func(string) string) *config {
 	c.JWKSMaxAge = c.duration(getenv, "WXTOKEN_JWKS_MAX_AGE", defaultJWKSMaxAge)
 	c.UpstreamConcurrency = c.integer(getenv, "WXTOKEN_UPSTREAM_CONCURRENCY", defaultUpstreamLimit)
 	c.TokenCacheEntries = c.integer(getenv, "WXTOKEN_TOKEN_CACHE_ENTRIES", token.DefaultCacheEntries)
+	c.MetricsAddr = getenv("WXTOKEN_METRICS_ADDR")
 	if lv := getenv("WXTOKEN_LOG_LEVEL"); lv != "" {
 		if err := c.LogLevel.UnmarshalText([]byte(lv)); err != nil {
 			c.problems = append(c.problems, "WXTOKEN_LOG_LEVEL must be debug, info, warn or error")
@@ -302,6 +304,8 @@ func (c *config) check() []string {
 		{c.JWKSMaxAge < 0 || c.JWKSMaxAge > time.Hour, "WXTOKEN_JWKS_MAX_AGE must be between 0 and 1h"},
 		{c.UpstreamConcurrency < 1, "WXTOKEN_UPSTREAM_CONCURRENCY must be at least 1"},
 		{c.TokenCacheEntries < 0 || c.TokenCacheEntries > maxTokenCacheEntries, "WXTOKEN_TOKEN_CACHE_ENTRIES must be between 0 (off) and 1000000"},
+		{c.MetricsAddr != "" && !validListenAddr(c.MetricsAddr), "WXTOKEN_METRICS_ADDR must be a listen address like 127.0.0.1:9090 or :9090"},
+		{c.MetricsAddr != "" && c.MetricsAddr == c.Addr && !strings.HasSuffix(c.Addr, ":0"), "WXTOKEN_METRICS_ADDR must differ from WXTOKEN_ADDR (leave it empty to serve /metrics there)"},
 		{c.AppsFile != "" && c.AppID != "", "WXTOKEN_APPS_FILE and WECHAT_APPID are both set: configure one app with WECHAT_APPID, or several in the apps file, not both"},
 		{c.AppsFile != "" && (!c.Secret.Empty() || c.SecretFile != ""),
 			"WXTOKEN_APPS_FILE and WECHAT_SECRET (or WECHAT_SECRET_FILE) are both set: with an apps file, each app's secret is in it"},
@@ -313,6 +317,16 @@ func (c *config) check() []string {
 		}
 	}
 	return problems
+}
+
+// validListenAddr reports whether addr is host:port with a numeric port.
+func validListenAddr(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 0 && n <= 65535
 }
 
 func envString(getenv func(string) string, name, def string) string {

@@ -162,6 +162,7 @@ func TestOpenAPIAnswersMatchSpec(t *testing.T) {
 		{name: "healthz", method: "GET", path: "/healthz", status: 200},
 		{name: "readyz", method: "GET", path: "/readyz", status: 200},
 		{name: "openapi", method: "GET", path: "/openapi.yaml", status: 200},
+		{name: "metrics", method: "GET", path: "/metrics", status: 200},
 		{name: "openid configuration", method: "GET", path: "/.well-known/openid-configuration", status: 200},
 		{name: "authorization server metadata", method: "GET", path: "/.well-known/oauth-authorization-server", status: 200},
 	}

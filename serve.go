@@ -23,6 +23,7 @@ import (
 	"github.com/wxtoken/wxtoken/emulator"
 	"github.com/wxtoken/wxtoken/handlers"
 	"github.com/wxtoken/wxtoken/keys"
+	"github.com/wxtoken/wxtoken/metrics"
 	"github.com/wxtoken/wxtoken/secret"
 	"github.com/wxtoken/wxtoken/token"
 	"github.com/wxtoken/wxtoken/wechat"
@@ -111,6 +112,14 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		ConnState:         newConnCap(cfg.MaxConns, logger).track,
 	}
 
+	if cfg.MetricsAddr != "" {
+		stop, err := serveMetrics(cfg, a.metrics, logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+
 	bg, cancelBG := context.WithCancel(ctx)
 	defer cancelBG()
 	go store.Watch(bg, cfg.ReloadInterval)
@@ -151,6 +160,8 @@ type app struct {
 	store    *keys.Store
 	dir      *keys.Dir
 	draining *atomic.Bool
+	// metrics serves /metrics, on the main listener or on WXTOKEN_METRICS_ADDR.
+	metrics http.Handler
 	// watchApps reloads the apps file on change; nil without one.
 	watchApps func(context.Context)
 }
@@ -170,11 +181,24 @@ func newApp(cfg *config, logger *slog.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
+
+	m, err := metrics.New(metrics.Config{SigningKeySince: func() time.Time { return store.Current().SigningKey().Since }})
+	if err != nil {
+		return nil, err
+	}
+	store.OnReload(m.KeyReload)
+	// Metrics go on the main listener unless they have one of their own.
+	var mainMetrics http.Handler
+	if cfg.MetricsAddr == "" {
+		mainMetrics = m.Handler()
+	}
+
 	client, err := wechat.NewClient(wechat.Config{
 		BaseURL:       cfg.APIBase,
 		Timeout:       cfg.WeChatTimeout,
 		MaxConcurrent: cfg.UpstreamConcurrency,
 		Logger:        logger,
+		Observer:      m,
 	})
 	if err != nil {
 		return nil, err
@@ -191,6 +215,7 @@ func newApp(cfg *config, logger *slog.Logger) (*app, error) {
 		// Verified tokens are kept (bounded, dropped on any key reload) so
 		// a token's signature is checked once, not on every bearer call.
 		CacheEntries: cfg.TokenCacheEntries,
+		Observe:      m.Verified,
 	})
 	if err != nil {
 		return nil, err
@@ -221,11 +246,37 @@ func newApp(cfg *config, logger *slog.Logger) (*app, error) {
 		JWKSMaxAge:     cfg.JWKSMaxAge,
 		Issuer:         cfg.Issuer,
 		Algorithms:     func() []string { return store.Current().Algorithms() },
+		Observer:       m,
+		Metrics:        mainMetrics,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &app{echo: e, store: store, dir: dir, draining: draining, watchApps: watchApps}, nil
+	return &app{echo: e, store: store, dir: dir, draining: draining, metrics: m.Handler(),
+		watchApps: watchApps}, nil
+}
+
+// serveMetrics serves GET /metrics alone on WXTOKEN_METRICS_ADDR, with
+// the main listener's bounds on slow clients; stop closes it.
+func serveMetrics(cfg *config, h http.Handler, logger *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", cfg.MetricsAddr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", h)
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: cfg.readHeaderTimeout(),
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	go func() { _ = srv.Serve(ln) }()
+	logger.Info("metrics listening", "addr", ln.Addr().String())
+	return func() { _ = srv.Close() }, nil
 }
 
 // keysStaleAfter is how long the keys directory may fail every load before

@@ -71,6 +71,7 @@ type options struct {
 	requestTimeout time.Duration
 	cacheEntries   int              // verified-token cache; 0 is off
 	now            func() time.Time // the token service's clock; time.Now if nil
+	observer       handlers.Observer
 }
 
 func newFixture(t testing.TB, o options) *fixture {
@@ -117,6 +118,7 @@ func newFixture(t testing.TB, o options) *fixture {
 		TrustedProxies: o.trusted,
 		RequestTimeout: o.requestTimeout,
 		JWKSMaxAge:     5 * time.Minute,
+		Observer:       o.observer,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -143,11 +143,13 @@ func (l *keyedLimiter) retryAfter() time.Duration {
 	return max(time.Duration(float64(time.Second)/float64(l.limit)), time.Second)
 }
 
-// limitBy refuses a request with 429 and Retry-After when allow says no.
-func limitBy(allow func(echo.Context) bool, retry time.Duration, detail string) echo.MiddlewareFunc {
+// limitBy refuses a request with 429 and Retry-After when allow says no,
+// and reports the refusal as the named limiter's.
+func (h *server) limitBy(name string, allow func(echo.Context) bool, retry time.Duration, detail string) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			if !allow(c) {
+				h.cfg.Observer.RateLimited(name)
 				return kindRateLimited.problem(detail).withRetryAfter(retry)
 			}
 			return next(c)
@@ -195,6 +197,7 @@ func (h *server) limitAuthFailures(bearer echo.MiddlewareFunc) echo.MiddlewareFu
 		return func(c echo.Context) error {
 			ip := c.RealIP()
 			if l.exhausted(ip) {
+				h.cfg.Observer.RateLimited(LimiterAuthFail)
 				return kindRateLimited.problem("Too many failed authentications from this address. " +
 					"Log in again for a fresh token, then retry.").withRetryAfter(retry)
 			}
@@ -229,6 +232,7 @@ func (h *server) limitDecryptFailures() echo.MiddlewareFunc {
 			s := sessionOf(c)
 			key := s.AppID + "|" + s.OpenID
 			if l.exhaustedKey(key) {
+				h.cfg.Observer.RateLimited(LimiterDecrypt)
 				return kindRateLimited.problem("Too much user data that did not decrypt for this user. " +
 					"Call wx.login() and /v1/login again, then send data from the new session.").withRetryAfter(retry)
 			}

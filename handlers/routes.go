@@ -98,6 +98,12 @@ type Config struct {
 	// Algorithms lists the published keys' algorithms, for discovery.
 	Algorithms func() []string
 	Now        func() time.Time
+	// Observer is told about every request and rate-limit refusal, for
+	// metrics; nil: nothing.
+	Observer Observer
+	// Metrics, when set, is served at GET /metrics (the Prometheus
+	// exposition); nil leaves the route out (metrics on another listener).
+	Metrics http.Handler
 }
 
 // New builds the echo server with every route. main serves it with its own
@@ -111,6 +117,9 @@ func New(cfg Config) (*echo.Echo, error) {
 	}
 	if cfg.Ready == nil {
 		cfg.Ready = func() error { return nil }
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = noObserver{}
 	}
 	if cfg.Issuer != "" && cfg.Algorithms == nil {
 		return nil, errors.New("handlers: algorithms are required with an issuer")
@@ -128,6 +137,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{
 		RequestIDHandler: func(c echo.Context, id string) { c.Set(requestIDKey, id) },
 	}))
+	e.Use(h.observe)
 	e.Use(h.accessLog)
 	e.Use(h.recoverer)
 	e.Use(securityHeaders)
@@ -141,6 +151,9 @@ func New(cfg Config) (*echo.Echo, error) {
 	get("/readyz", h.readyz)
 	get("/.well-known/jwks.json", h.jwks)
 	get("/openapi.yaml", h.openapi)
+	if cfg.Metrics != nil {
+		get("/metrics", echo.WrapHandler(cfg.Metrics))
+	}
 	if cfg.Issuer != "" {
 		get("/.well-known/openid-configuration", h.openIDConfiguration)
 		get("/.well-known/oauth-authorization-server", h.authorizationServerMetadata)
@@ -161,12 +174,15 @@ func New(cfg Config) (*echo.Echo, error) {
 	if cfg.Dev {
 		e.POST("/dev/encrypt", h.devEncrypt, bearer)
 	}
+	h.routes = routeSet(e)
 	return e, nil
 }
 
 type server struct {
 	cfg  Config
 	bind *binder
+	// routes are the registered route patterns, the only route labels.
+	routes map[string]bool
 }
 
 type discard struct{}
@@ -180,7 +196,7 @@ func (h *server) loginLimiter() echo.MiddlewareFunc {
 		return func(next echo.HandlerFunc) echo.HandlerFunc { return next }
 	}
 	l := newKeyedLimiter(limiterEntries, h.cfg.LoginRate, h.cfg.LoginBurst, h.cfg.Now)
-	return limitBy(func(c echo.Context) bool { return l.allowClient(c.RealIP()) }, l.retryAfter(),
+	return h.limitBy(LimiterLogin, func(c echo.Context) bool { return l.allowClient(c.RealIP()) }, l.retryAfter(),
 		"Too many logins from this address. Retry later.")
 }
 
@@ -191,7 +207,7 @@ func (h *server) userLimiter() echo.MiddlewareFunc {
 		return func(next echo.HandlerFunc) echo.HandlerFunc { return next }
 	}
 	l := newKeyedLimiter(limiterEntries, h.cfg.UserRate, h.cfg.UserBurst, h.cfg.Now)
-	return limitBy(func(c echo.Context) bool {
+	return h.limitBy(LimiterUser, func(c echo.Context) bool {
 		s := sessionOf(c)
 		return l.allow(s.AppID + "|" + s.OpenID)
 	}, l.retryAfter(), "Too many calls for this user. Retry later.")

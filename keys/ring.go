@@ -38,8 +38,11 @@ type PublicKey struct {
 
 // SigningKey signs tokens. Its private key never leaves this package.
 type SigningKey struct {
-	KID    string
-	Alg    string
+	KID string
+	Alg string
+	// Since is when the key became active (its manifest activation time,
+	// else its creation), for the key age metric.
+	Since  time.Time
 	priv   crypto.Signer
 	method jwt.SigningMethod
 }
@@ -294,7 +297,11 @@ func parseSigning(e entry, data []byte) (*SigningKey, map[string]any, error) {
 		return nil, nil, fmt.Errorf("keys: key %s: kid is not the key's RFC 7638 thumbprint", e.KID)
 	}
 	jwk["kid"], jwk["alg"], jwk["use"] = e.KID, e.Alg, "sig"
-	return &SigningKey{KID: e.KID, Alg: e.Alg, priv: priv, method: method}, jwk, nil
+	since := e.Created
+	if e.Activated != nil {
+		since = *e.Activated
+	}
+	return &SigningKey{KID: e.KID, Alg: e.Alg, Since: since, priv: priv, method: method}, jwk, nil
 }
 
 func parseEncryption(e entry, data []byte) (*EncryptionKey, error) {

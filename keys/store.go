@@ -50,6 +50,17 @@ type Store struct {
 	failingSince time.Time  // zero while the directory loads
 	failure      error      // the last failure, while failingSince is set
 	warned       string     // the permission warnings last logged, to log them once while unchanged
+	onReload     func(error)
+}
+
+// OnReload sets f to be told the outcome of every load that reads the
+// directory (nil: success), for metrics; a poll that finds nothing changed
+// is not one. f runs under the Store's lock, so it must be quick and must
+// not call the Store.
+func (s *Store) OnReload(f func(error)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onReload = f
 }
 
 // warn logs permission warnings, which name files, modes and owners only.
@@ -191,6 +202,9 @@ func (s *Store) timedOut(err error, logRepeats bool, ours bool) error {
 // failLocked records a failure and logs it unless it is a repeat Watch
 // need not log again.
 func (s *Store) failLocked(err error, mark string, logRepeats bool) {
+	if s.onReload != nil {
+		s.onReload(err)
+	}
 	if s.failingSince.IsZero() {
 		s.failingSince = time.Now()
 	}
@@ -250,6 +264,9 @@ func (s *Store) load(force, logRepeats bool) error {
 		return err
 	}
 	s.lastError, s.failingSince, s.failure = "", time.Time{}, nil
+	if s.onReload != nil {
+		s.onReload(nil)
+	}
 	if w := strings.Join(warnings, "\n"); logRepeats || w != s.warned {
 		s.warn(warnings)
 		s.warned = w

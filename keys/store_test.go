@@ -445,3 +445,39 @@ func TestOwnGroupReadableIsNotAWarning(t *testing.T) {
 		}
 	}
 }
+
+// TestOnReloadReportsOutcomes: the reload hook hears every load that read
+// the directory, nil for success and the error for a failure, and the
+// active signing key's Since moves forward with a rotation.
+func TestOnReloadReportsOutcomes(t *testing.T) {
+	d, _ := newDir(t, "ES256")
+	s, err := keys.NewStore(d, retention, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []error
+	s.OnReload(func(err error) { got = append(got, err) })
+	first := s.Current().SigningKey()
+	if first.Since.IsZero() || first.Since.After(time.Now()) {
+		t.Fatalf("active key Since = %v, want a past time", first.Since)
+	}
+	if err := d.Rotate(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	next := s.Current().SigningKey()
+	if next.KID == first.KID || next.Since.Before(first.Since) {
+		t.Errorf("after a rotation: kid %s since %v, was %s since %v", next.KID, next.Since, first.KID, first.Since)
+	}
+	if err := os.Remove(filepath.Join(d.Path(), "keyset.json")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); !errors.Is(err, keys.ErrNoKeys) {
+		t.Fatalf("Reload without a manifest: %v", err)
+	}
+	if len(got) != 2 || got[0] != nil || !errors.Is(got[1], keys.ErrNoKeys) {
+		t.Errorf("reload outcomes = %v, want [nil ErrNoKeys]", got)
+	}
+}

@@ -109,6 +109,8 @@ type Config struct {
 	// CacheEntries bounds the cache of verified tokens (see Verify); 0 turns
 	// the cache off, so every Verify checks the signature and opens wxsk.
 	CacheEntries int
+	// Observe is told the outcome of every Verify, for metrics; nil: nothing.
+	Observe func(Outcome)
 }
 
 // Service issues and verifies tokens. It holds no per-user state: everything
@@ -297,41 +299,50 @@ func (s *Service) Issue(_ context.Context, id Identity) (Issued, error) {
 // answers exactly what a fresh verification would. Failures are never
 // cached.
 func (s *Service) Verify(_ context.Context, raw string) (*Session, error) {
+	sess, cached, err := s.verifyRaw(raw)
+	if s.cfg.Observe != nil {
+		s.cfg.Observe(outcomeOf(err, cached))
+	}
+	return sess, err
+}
+
+// verifyRaw is Verify; cached says the answer came from the cache.
+func (s *Service) verifyRaw(raw string) (sess *Session, cached bool, err error) {
 	if len(raw) > MaxTokenBytes {
-		return nil, invalid("token is %d bytes, over the %d limit", len(raw), MaxTokenBytes)
+		return nil, false, invalidAs(errMalformed, "token is %d bytes, over the %d limit", len(raw), MaxTokenBytes)
 	}
 	if i := strings.IndexByte(raw, '.'); i < 0 || i > maxHeaderBytes {
-		return nil, invalid("header missing or over %d bytes", maxHeaderBytes)
+		return nil, false, invalidAs(errMalformed, "header missing or over %d bytes", maxHeaderBytes)
 	}
 	ring := s.cfg.Keys.Current()
 	if ring == nil {
-		return nil, errors.New("token: verify: no keys loaded")
+		return nil, false, errors.New("token: verify: no keys loaded")
 	}
 	if s.cache == nil {
 		v, err := s.verify(ring, raw)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		return v.session(), nil
+		return v.session(), false, nil
 	}
 	key := cacheKey(raw)
 	if v, ok := s.cache.get(key, ring); ok {
 		if err := s.validate(&v.registered); err != nil {
 			s.cache.drop(key)
-			return nil, err
+			return nil, true, err
 		}
 		// The apps served can change while a token is cached.
 		if s.cfg.Accept != nil && !s.cfg.Accept(v.sess.AppID) {
-			return nil, invalid("audience is not an app served here")
+			return nil, true, invalidAs(errWrongAudience, "audience is not an app served here")
 		}
-		return v.session(), nil
+		return v.session(), true, nil
 	}
 	v, err := s.verify(ring, raw)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	s.cache.put(key, v, v.registered.ExpiresAt.Add(s.cfg.Leeway).Sub(s.cfg.Now()))
-	return v.session(), nil
+	return v.session(), false, nil
 }
 
 // verified is what verifying a token proved: the session it speaks for,
@@ -383,7 +394,7 @@ func (s *Service) verify(ring *keys.Ring, raw string) (*verified, error) {
 	}
 	appID := c.Audience[0]
 	if s.cfg.Accept != nil && !s.cfg.Accept(appID) {
-		return nil, invalid("audience is not an app served here")
+		return nil, invalidAs(errWrongAudience, "audience is not an app served here")
 	}
 	if c.RiskRank != nil && (*c.RiskRank < 0 || *c.RiskRank > 4) {
 		return nil, invalid("risk_rank out of range")
@@ -443,7 +454,7 @@ func verificationKey(ring *keys.Ring, t *jwt.Token) (any, error) {
 	}
 	key, ok := ring.VerificationKey(kid)
 	if !ok {
-		return nil, errors.New("unknown kid")
+		return nil, errUnknownKID
 	}
 	if t.Method == nil || t.Method.Alg() != key.Alg {
 		return nil, errors.New("alg does not match the key")
@@ -454,23 +465,23 @@ func verificationKey(ring *keys.Ring, t *jwt.Token) (any, error) {
 func (s *Service) openSessionKey(ring *keys.Ring, claim, appID, sub, jti string) (secret.String, error) {
 	version, rest, ok := strings.Cut(claim, ".")
 	if !ok || version != sealVersion {
-		return "", invalid("session key claim: unknown format")
+		return "", invalidAs(errSealedKey, "session key claim: unknown format")
 	}
 	kid, body, ok := strings.Cut(rest, ".")
 	if !ok || kid == "" || len(kid) > maxKIDBytes {
-		return "", invalid("session key claim: malformed")
+		return "", invalidAs(errSealedKey, "session key claim: malformed")
 	}
 	key, ok := ring.DecryptionKey(kid)
 	if !ok {
-		return "", invalid("session key claim: unknown encryption key")
+		return "", invalidAs(errSealedKey, "session key claim: unknown encryption key")
 	}
 	sealed, err := base64.RawURLEncoding.Strict().DecodeString(body)
 	if err != nil {
-		return "", invalid("session key claim: not base64url")
+		return "", invalidAs(errSealedKey, "session key claim: not base64url")
 	}
 	plain, err := key.Open(sealed, additionalData(kid, s.cfg.Issuer, appID, sub, jti))
 	if err != nil {
-		return "", invalid("session key claim: does not open for this token")
+		return "", invalidAs(errSealedKey, "session key claim: does not open for this token")
 	}
 	return secret.String(plain), nil
 }

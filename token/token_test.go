@@ -129,7 +129,13 @@ func TestVerifyRejects(t *testing.T) {
 	d, _ := mustDir(t, "ES256")
 	ring := mustRing(t, d)
 	clk := &clock{time.Unix(1_800_000_000, 0)}
-	s := mustService(t, ring, clk)
+	var outcome token.Outcome
+	s, err := token.New(token.Config{Issuer: issuer, TTL: 2 * time.Hour, Leeway: 30 * time.Second,
+		Audiences: []string{appID}, Keys: staticKeys{ring}, Now: clk.now,
+		Observe: func(o token.Outcome) { outcome = o }})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	good, err := s.Issue(ctx, token.Identity{AppID: appID, OpenID: openID, SessionKey: skText})
 	if err != nil {
@@ -193,63 +199,68 @@ func TestVerifyRejects(t *testing.T) {
 		name    string
 		tok     string
 		expired bool
+		outcome token.Outcome
 	}{
-		{"alg none", noneTok, false},
-		{"hmac with jwks bytes", hmacTok, false},
-		{"hmac with public key pem", hmacPEMTok, false},
-		{"foreign key via jwk header", foreignTok, false},
-		{"jku header", withH("jku", "https://evil.example/jwks.json"), false},
-		{"x5u header", withH("x5u", "https://evil.example/cert.pem"), false},
-		{"x5c header", withH("x5c", []string{"MIIB"}), false},
-		{"crit header", withH("crit", []string{"exp"}), false},
-		{"unknown kid", withH("kid", "not-a-key"), false},
-		{"path kid", withH("kid", "../../etc/passwd"), false},
-		{"long kid", withH("kid", strings.Repeat("k", 5000)), false},
-		{"missing kid", withH("kid", nil), false},
-		{"wrong typ", withH("typ", "JWT"), false},
-		{"missing typ", withH("typ", nil), false},
-		{"alg mismatch", withH("alg", "ES384"), false},
-		{"wrong iss", withC("iss", "https://evil.example"), false},
-		{"missing iss", withC("iss", nil), false},
-		{"wrong aud", withC("aud", []string{"wxsomeoneelse0000"}), false},
-		{"missing aud", withC("aud", nil), false},
-		{"two audiences", withC("aud", []string{appID, "wxsomeoneelse0000"}), false},
-		{"client_id differs", withC("client_id", "wxsomeoneelse0000"), false},
-		{"missing exp", withC("exp", nil), false},
-		{"expired", withC("exp", now-31), true},
-		{"iat in future", withC("iat", now+120), false},
-		{"nbf in future", withC("nbf", now+120), false},
-		{"missing sub", withC("sub", nil), false},
-		{"missing jti", withC("jti", nil), false},
-		{"sub changed", withC("sub", "oSomeoneElse00000000000000"), false},
-		{"jti changed", withC("jti", "another-jti"), false},
-		{"session key from another token", withC("wxsk", otherClaims["wxsk"]), false},
-		{"session key bit-flipped", withC("wxsk", string(flipped)), false},
-		{"session key truncated", withC("wxsk", sk[:len(sk)-10]), false},
-		{"session key unknown enc kid", withC("wxsk", pieces[0]+".nokey."+pieces[2]), false},
-		{"session key missing", withC("wxsk", nil), false},
-		{"session key wrong version", withC("wxsk", "v9."+pieces[1]+"."+pieces[2]), false},
-		{"over-long token", good.Token + strings.Repeat("A", token.MaxTokenBytes), false},
-		{"over-long header", withH("pad", strings.Repeat("p", 600)), false},
-		{"garbage", "a.b.c", false},
-		{"empty", "", false},
-		{"non-canonical base64 signature", parts[0] + "." + parts[1] + "." + parts[2] + "=", false},
+		{"alg none", noneTok, false, token.OutcomeBadSignature},
+		{"hmac with jwks bytes", hmacTok, false, token.OutcomeBadSignature},
+		{"hmac with public key pem", hmacPEMTok, false, token.OutcomeBadSignature},
+		{"foreign key via jwk header", foreignTok, false, token.OutcomeBadSignature},
+		{"jku header", withH("jku", "https://evil.example/jwks.json"), false, token.OutcomeBadHeader},
+		{"x5u header", withH("x5u", "https://evil.example/cert.pem"), false, token.OutcomeBadHeader},
+		{"x5c header", withH("x5c", []string{"MIIB"}), false, token.OutcomeBadHeader},
+		{"crit header", withH("crit", []string{"exp"}), false, token.OutcomeBadHeader},
+		{"unknown kid", withH("kid", "not-a-key"), false, token.OutcomeUnknownKID},
+		{"path kid", withH("kid", "../../etc/passwd"), false, token.OutcomeUnknownKID},
+		{"long kid", withH("kid", strings.Repeat("k", 5000)), false, token.OutcomeMalformed},
+		{"missing kid", withH("kid", nil), false, token.OutcomeBadHeader},
+		{"wrong typ", withH("typ", "JWT"), false, token.OutcomeBadHeader},
+		{"missing typ", withH("typ", nil), false, token.OutcomeBadHeader},
+		{"alg mismatch", withH("alg", "ES384"), false, token.OutcomeBadSignature},
+		{"wrong iss", withC("iss", "https://evil.example"), false, token.OutcomeWrongIssuer},
+		{"missing iss", withC("iss", nil), false, token.OutcomeBadClaims},
+		{"wrong aud", withC("aud", []string{"wxsomeoneelse0000"}), false, token.OutcomeWrongAudience},
+		{"missing aud", withC("aud", nil), false, token.OutcomeBadClaims},
+		{"two audiences", withC("aud", []string{appID, "wxsomeoneelse0000"}), false, token.OutcomeBadClaims},
+		{"client_id differs", withC("client_id", "wxsomeoneelse0000"), false, token.OutcomeBadClaims},
+		{"missing exp", withC("exp", nil), false, token.OutcomeBadClaims},
+		{"expired", withC("exp", now-31), true, token.OutcomeExpired},
+		{"iat in future", withC("iat", now+120), false, token.OutcomeNotYetValid},
+		{"nbf in future", withC("nbf", now+120), false, token.OutcomeNotYetValid},
+		{"missing sub", withC("sub", nil), false, token.OutcomeBadClaims},
+		{"missing jti", withC("jti", nil), false, token.OutcomeBadClaims},
+		{"sub changed", withC("sub", "oSomeoneElse00000000000000"), false, token.OutcomeBadSessionKey},
+		{"jti changed", withC("jti", "another-jti"), false, token.OutcomeBadSessionKey},
+		{"session key from another token", withC("wxsk", otherClaims["wxsk"]), false, token.OutcomeBadSessionKey},
+		{"session key bit-flipped", withC("wxsk", string(flipped)), false, token.OutcomeBadSessionKey},
+		{"session key truncated", withC("wxsk", sk[:len(sk)-10]), false, token.OutcomeBadSessionKey},
+		{"session key unknown enc kid", withC("wxsk", pieces[0]+".nokey."+pieces[2]), false, token.OutcomeBadSessionKey},
+		{"session key missing", withC("wxsk", nil), false, token.OutcomeBadSessionKey},
+		{"session key wrong version", withC("wxsk", "v9."+pieces[1]+"."+pieces[2]), false, token.OutcomeBadSessionKey},
+		{"over-long token", good.Token + strings.Repeat("A", token.MaxTokenBytes), false, token.OutcomeMalformed},
+		{"over-long header", withH("pad", strings.Repeat("p", 600)), false, token.OutcomeMalformed},
+		{"garbage", "a.b.c", false, token.OutcomeMalformed},
+		{"empty", "", false, token.OutcomeMalformed},
+		{"non-canonical base64 signature", parts[0] + "." + parts[1] + "." + parts[2] + "=", false, token.OutcomeMalformed},
 		// Issue 11.13: a leaked signing key must not mint long-lived tokens,
 		// and NumericDates are JSON numbers, never strings.
-		{"lifetime over 24h", withC("exp", now+int64(token.MaxLifetime/time.Second)+1), false},
-		{"century-long lifetime", withC("exp", now+100*365*24*3600), false},
-		{"lifetime over 24h by an old iat", withC("iat", now-int64(token.MaxLifetime/time.Second)-1), false},
-		{"exp as a string", withC("exp", strconv.FormatInt(now+3600, 10)), false},
-		{"iat as a string", withC("iat", strconv.FormatInt(now, 10)), false},
-		{"nbf as a string", withC("nbf", strconv.FormatInt(now-60, 10)), false},
-		{"exp as null", withC("exp", json.RawMessage("null")), false},
-		{"iat as an object", withC("iat", map[string]any{"n": now}), false},
+		{"lifetime over 24h", withC("exp", now+int64(token.MaxLifetime/time.Second)+1), false, token.OutcomeBadClaims},
+		{"century-long lifetime", withC("exp", now+100*365*24*3600), false, token.OutcomeBadClaims},
+		{"lifetime over 24h by an old iat", withC("iat", now-int64(token.MaxLifetime/time.Second)-1), false, token.OutcomeBadClaims},
+		{"exp as a string", withC("exp", strconv.FormatInt(now+3600, 10)), false, token.OutcomeMalformed},
+		{"iat as a string", withC("iat", strconv.FormatInt(now, 10)), false, token.OutcomeMalformed},
+		{"nbf as a string", withC("nbf", strconv.FormatInt(now-60, 10)), false, token.OutcomeMalformed},
+		{"exp as null", withC("exp", json.RawMessage("null")), false, token.OutcomeMalformed},
+		{"iat as an object", withC("iat", map[string]any{"n": now}), false, token.OutcomeMalformed},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			outcome = ""
 			_, err := s.Verify(ctx, tc.tok)
 			if !errors.Is(err, token.ErrInvalid) {
 				t.Fatalf("Verify = %v, want ErrInvalid", err)
+			}
+			if outcome != tc.outcome {
+				t.Errorf("outcome = %q, want %q", outcome, tc.outcome)
 			}
 			if got := errors.Is(err, token.ErrExpired); got != tc.expired {
 				t.Errorf("ErrExpired = %v, want %v", got, tc.expired)
@@ -275,6 +286,9 @@ func TestVerifyRejects(t *testing.T) {
 	}
 	if _, err := s.Verify(ctx, good.Token); err != nil {
 		t.Fatalf("the untouched token must verify: %v", err)
+	}
+	if outcome != token.OutcomeOK {
+		t.Errorf("outcome of a good token = %q, want ok", outcome)
 	}
 }
 

@@ -63,6 +63,7 @@ func (t *tokenCache) get(ctx context.Context, app Credentials) (string, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tokenFetchBudget(t.client.cfg.Timeout))
 		defer cancel()
 		v, err := t.fetch(fctx, app)
+		t.client.cfg.Observer.AccessTokenRefresh(err)
 		if err != nil {
 			return nil, err
 		}

@@ -34,7 +34,8 @@ func (b *breakers) get(appID string) *gobreaker.CircuitBreaker[[]byte] {
 		ReadyToTrip: func(n gobreaker.Counts) bool { return n.ConsecutiveFailures >= threshold },
 		// A caller that went away says nothing about WeChat's health.
 		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
-		OnStateChange: func(_ string, from, to gobreaker.State) {
+		OnStateChange: func(name string, from, to gobreaker.State) {
+			cfg.Observer.BreakerState(name, breakerState(to))
 			level := slog.LevelInfo
 			if to == gobreaker.StateOpen {
 				level = slog.LevelError
@@ -44,5 +45,6 @@ func (b *breakers) get(appID string) *gobreaker.CircuitBreaker[[]byte] {
 		},
 	})
 	b.m[appID] = cb
+	cfg.Observer.BreakerState(cb.Name(), breakerState(cb.State()))
 	return cb
 }

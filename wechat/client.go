@@ -100,6 +100,9 @@ type Config struct {
 	// single-use.
 	HTTPClient *http.Client
 	Now        func() time.Time
+	// Observer is told about every call, access_token fetch and breaker
+	// state, for metrics; nil reports nothing.
+	Observer Observer
 }
 
 // Client calls WeChat's server APIs. It is safe for concurrent use and
@@ -145,6 +148,9 @@ func NewClient(cfg Config) (*Client, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = noObserver{}
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -359,13 +365,17 @@ func (c *Client) call(ctx context.Context, appID, op, method, path string, q url
 	}
 	if err != nil {
 		err = hide.upstream(err)
+		c.cfg.Observer.WeChatCall(op, err, c.cfg.Now().Sub(start))
 		c.log.WarnContext(ctx, "wechat call failed", "op", op, "err", err.Error(), "duration", c.cfg.Now().Sub(start).String())
 		return err
 	}
 	if err := json.Unmarshal(raw, out); err != nil {
-		return &UpstreamError{Op: op, Kind: BadAnswer, Err: errors.New("answer is not the expected JSON")}
+		err := &UpstreamError{Op: op, Kind: BadAnswer, Err: errors.New("answer is not the expected JSON")}
+		c.cfg.Observer.WeChatCall(op, err, c.cfg.Now().Sub(start))
+		return err
 	}
 	apiErr := out.apiError(op)
+	c.cfg.Observer.WeChatCall(op, apiErr, c.cfg.Now().Sub(start))
 	if apiErr != nil {
 		var ae *APIError
 		errors.As(apiErr, &ae)
