@@ -5,7 +5,8 @@
 #
 #   docker run -p 8080:8080 \
 #     -v "$PWD/keys:/keys:ro" -v "$PWD/appsecret:/run/secrets/wechat/appsecret:ro" \
-#     -e WECHAT_APPID=wx... -e WXTOKEN_ISSUER=https://auth.example.com wxtoken
+#     -e WECHAT_APPID=wx... -e WECHAT_SECRET_FILE=/run/secrets/wechat/appsecret \
+#     -e WXTOKEN_ISSUER=https://auth.example.com wxtoken
 #
 # No HEALTHCHECK: the orchestrator probes /healthz and /readyz itself.
 
@@ -25,9 +26,10 @@ COPY --from=build /out/wxtoken /usr/local/bin/wxtoken
 # 65532 is distroless's "nonroot". Key files must be readable by it (or by its
 # group: with Kubernetes, set fsGroup to 65532).
 USER 65532:65532
+# No WECHAT_SECRET_FILE default: with WXTOKEN_APPS_FILE each app's secret is
+# in the apps file, and the two together are refused.
 ENV WXTOKEN_ADDR=:8080 \
-    WXTOKEN_KEYS_DIR=/keys \
-    WECHAT_SECRET_FILE=/run/secrets/wechat/appsecret
+    WXTOKEN_KEYS_DIR=/keys
 EXPOSE 8080
 VOLUME ["/keys"]
 ENTRYPOINT ["/usr/local/bin/wxtoken"]
