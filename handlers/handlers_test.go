@@ -745,6 +745,33 @@ func TestFailedAuthenticationsAreLimited(t *testing.T) {
 	wantProblem(t, f.send(t, http.MethodPost, "/v1/decrypt", nil, map[string]string{"X-Forwarded-For": "198.51.100.9"}), 429, "rate-limited")
 }
 
+// TestAuthFailureLimitSparesCachedTokens: users behind one carrier NAT share
+// an address; once forged tokens have spent its budget, tokens the service
+// already verified (and cached) still work, and only tokens it would have
+// to verify anew are refused.
+func TestAuthFailureLimitSparesCachedTokens(t *testing.T) {
+	_, loopback, _ := net.ParseCIDR("127.0.0.0/8")
+	f := newFixture(t, options{authFailRate: 0.01, trusted: []*net.IPNet{loopback}, cacheEntries: 100}) // burst 3
+	good := f.login(t, appA, "nat-good")
+	fresh := f.login(t, appA, "nat-fresh")
+	forged := good[:len(good)-4] + "AAAA"
+	from := func(ip, tok string) answer {
+		return f.send(t, http.MethodPost, "/v1/session/check", nil,
+			map[string]string{"Authorization": "Bearer " + tok, "X-Forwarded-For": ip})
+	}
+	if a := from("203.0.113.7", good); a.status != 200 { // verified once: cached
+		t.Fatalf("valid token: %d %s", a.status, a.body)
+	}
+	for range 3 {
+		wantProblem(t, from("203.0.113.7", forged), 401, "invalid-token")
+	}
+	wantProblem(t, from("203.0.113.7", forged), 429, "rate-limited")
+	if a := from("203.0.113.7", good); a.status != 200 {
+		t.Errorf("a cached valid token behind the exhausted address: %d %s", a.status, a.body)
+	}
+	wantProblem(t, from("203.0.113.7", fresh), 429, "rate-limited")
+}
+
 // TestFailedDecryptsAreLimitedPerUser: every decrypt attempt with rewritten
 // data asks the session's key a question (AES-CBC has no MAC), so failures
 // are limited per user with the failed-authentication budget; genuine data

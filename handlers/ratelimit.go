@@ -178,11 +178,19 @@ func clientKeys(ip string) (host, wide string) {
 // authOKKey marks a request the bearer middleware let through.
 const authOKKey = "wxtoken.authenticated"
 
+// cachedTokens is what a token service may offer to tell, without checking
+// a signature, that it verified a token before (*token.Service does).
+type cachedTokens interface {
+	Cached(raw string) bool
+}
+
 // limitAuthFailures wraps the bearer middleware with a limiter of failed
 // authentications per client, built like the login limiter. A client whose
-// failures used up its bucket gets 429 before its token is checked (the
-// check is the cost being limited); a request whose token is good never
-// draws from the bucket, so clients with valid tokens are not slowed.
+// failures used up its bucket gets 429 before a new token is checked (the
+// check is the cost being limited), but a token the service has already
+// verified and cached still goes through: many users behind one carrier NAT
+// share an address, and one of them sending forged tokens must not lock the
+// others out. A request whose token is good never draws from the bucket.
 func (h *server) limitAuthFailures(bearer echo.MiddlewareFunc) echo.MiddlewareFunc {
 	if h.cfg.AuthFailRate <= 0 {
 		return bearer
@@ -194,9 +202,17 @@ func (h *server) limitAuthFailures(bearer echo.MiddlewareFunc) echo.MiddlewareFu
 			c.Set(authOKKey, true)
 			return next(c)
 		})
+		cached, _ := h.cfg.Tokens.(cachedTokens)
+		known := func(c echo.Context) bool {
+			if cached == nil {
+				return false
+			}
+			raw, _ := bearerToken(c.Request().Header.Get(echo.HeaderAuthorization))
+			return raw != "" && cached.Cached(raw)
+		}
 		return func(c echo.Context) error {
 			ip := c.RealIP()
-			if l.exhausted(ip) {
+			if l.exhausted(ip) && !known(c) {
 				h.cfg.Observer.RateLimited(LimiterAuthFail)
 				return kindRateLimited.problem("Too many failed authentications from this address. " +
 					"Log in again for a fresh token, then retry.").withRetryAfter(retry)
