@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.yaml.in/yaml/v4"
@@ -225,12 +226,23 @@ func strictJSON(raw []byte, v any) error {
 }
 
 // readBounded reads at most limit bytes of path; a larger file is an error.
+//
+// It opens with O_NONBLOCK and checks the opened file is a regular one, so a
+// FIFO (or a device) put at the path can never block start-up or the reload
+// watcher.
 func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
 	b, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -452,4 +453,30 @@ func TestDevServesAnyAppID(t *testing.T) {
 		verifyDownstream(t, s.URL, defaultIssuer, want, tok)
 	}
 	assertProblem(t, loginApp(t, s.URL, "not-an-appid", "mo~2"), 400, "unknown-app")
+}
+
+// TestSecretAndAppsFilesRefuseFIFOs: a FIFO put where the apps file or a
+// secret file is expected is refused at once; reading it would block start-up
+// (or the reload watcher) until someone wrote to it.
+func TestSecretAndAppsFilesRefuseFIFOs(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	for _, e := range []env{
+		{"WECHAT_APPID": "wx1111222233334444", "WECHAT_SECRET_FILE": fifo},
+		{"WXTOKEN_APPS_FILE": fifo},
+	} {
+		done := make(chan error, 1)
+		go func() { _, _, err := configCheck(t, e); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Errorf("%v: a FIFO was accepted", e)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%v: reading a FIFO blocked", e)
+		}
+	}
 }

@@ -229,17 +229,14 @@ func (c *config) resolveSecret() error {
 	if !c.Secret.Empty() {
 		return errors.New("set WECHAT_SECRET or WECHAT_SECRET_FILE, not both")
 	}
-	f, err := os.Open(c.SecretFile)
-	if err != nil {
+	buf, err := readBounded(c.SecretFile, maxSecretFileBytes)
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
 		return fmt.Errorf("WECHAT_SECRET_FILE: %w", err)
 	}
-	defer f.Close()
-	buf := make([]byte, maxSecretFileBytes+1)
-	n, _ := f.Read(buf)
-	if n > maxSecretFileBytes {
-		return errors.New("WECHAT_SECRET_FILE: file is too large to be an appsecret")
+	if err != nil {
+		return errors.New("WECHAT_SECRET_FILE: file is too large to be an appsecret, or not a regular file")
 	}
-	c.Secret = secret.String(strings.TrimSpace(string(buf[:n])))
+	c.Secret = secret.String(strings.TrimSpace(string(buf)))
 	if c.Secret.Empty() {
 		return errors.New("WECHAT_SECRET_FILE: file is empty")
 	}
