@@ -14,23 +14,64 @@ import (
 // behind a proxy) for the whole idle timeout; without a cap, thousands of
 // them held open are enough to exhaust a replica. When a new connection
 // arrives at the cap, the one idle the longest is closed to make room (a
-// client reusing it reconnects, as after the idle timeout); when none is
-// idle, every connection is in use and the new one is closed at once.
+// client reusing it reconnects, as after the idle timeout); failing that,
+// the oldest connection that has sent nothing for silentGrace (a client
+// means to send its request at once; one that holds a socket open without a
+// word is a slowloris filling the cap); and when every connection is busy,
+// the new one is closed at once.
 type connCap struct {
 	max    int
 	logger *slog.Logger
 	now    func() time.Time
 
 	mu      sync.Mutex
-	conns   map[net.Conn]*list.Element // open connections; the element is set while idle
-	idle    *list.List                 // idle connections, the longest idle first
-	shed    int                        // idle connections closed for newcomers
-	refused int                        // newcomers closed because none was idle
+	conns   map[net.Conn]slot // open connections
+	idle    *list.List        // idle connections, the longest idle first
+	silent  *list.List        // connections yet to send a request, the oldest first
+	shed    int               // idle or silent connections closed for newcomers
+	refused int               // newcomers closed because none was idle
 	warned  time.Time
 }
 
+// silentGrace is how long a new connection may send nothing before a
+// newcomer at the cap may take its place.
+const silentGrace = time.Second
+
+// slot is where a connection is listed: in idle, in silent, or in neither
+// (busy).
+type slot struct {
+	list *list.List
+	elem *list.Element
+}
+
+// arrival is a silent connection and when it arrived.
+type arrival struct {
+	conn net.Conn
+	at   time.Time
+}
+
 func newConnCap(max int, logger *slog.Logger) *connCap {
-	return &connCap{max: max, logger: logger, now: time.Now, conns: map[net.Conn]*list.Element{}, idle: list.New()}
+	return &connCap{max: max, logger: logger, now: time.Now, conns: map[net.Conn]slot{}, idle: list.New(), silent: list.New()}
+}
+
+// unlistLocked takes conn off the list it is on; the caller holds mu.
+func (c *connCap) unlistLocked(conn net.Conn) {
+	if s, ok := c.conns[conn]; ok && s.list != nil {
+		s.list.Remove(s.elem)
+		c.conns[conn] = slot{}
+	}
+}
+
+// victimLocked picks the connection a newcomer at the cap replaces: the
+// longest idle, else the oldest silent past silentGrace, else none.
+func (c *connCap) victimLocked(now time.Time) net.Conn {
+	if e := c.idle.Front(); e != nil {
+		return e.Value.(net.Conn)
+	}
+	if e := c.silent.Front(); e != nil && now.Sub(e.Value.(arrival).at) >= silentGrace {
+		return e.Value.(arrival).conn
+	}
+	return nil
 }
 
 // track is the http.Server.ConnState hook.
@@ -39,10 +80,12 @@ func (c *connCap) track(conn net.Conn, state http.ConnState) {
 	c.mu.Lock()
 	switch state {
 	case http.StateNew:
+		now := c.now()
 		if len(c.conns) >= c.max {
-			if oldest := c.idle.Front(); oldest != nil {
-				closing = c.idle.Remove(oldest).(net.Conn)
-				delete(c.conns, closing)
+			if victim := c.victimLocked(now); victim != nil {
+				closing = victim
+				c.unlistLocked(victim)
+				delete(c.conns, victim)
 				c.shed++
 			} else {
 				closing = conn
@@ -51,22 +94,18 @@ func (c *connCap) track(conn net.Conn, state http.ConnState) {
 			c.warnLocked()
 		}
 		if closing != conn {
-			c.conns[conn] = nil
+			c.conns[conn] = slot{list: c.silent, elem: c.silent.PushBack(arrival{conn, now})}
 		}
 	case http.StateActive:
-		if e, ok := c.conns[conn]; ok && e != nil {
-			c.idle.Remove(e)
-			c.conns[conn] = nil
-		}
+		c.unlistLocked(conn)
 	case http.StateIdle:
-		if e, ok := c.conns[conn]; ok && e == nil {
-			c.conns[conn] = c.idle.PushBack(conn)
+		if _, ok := c.conns[conn]; ok {
+			c.unlistLocked(conn)
+			c.conns[conn] = slot{list: c.idle, elem: c.idle.PushBack(conn)}
 		}
 	case http.StateHijacked, http.StateClosed:
-		if e, ok := c.conns[conn]; ok {
-			if e != nil {
-				c.idle.Remove(e)
-			}
+		if _, ok := c.conns[conn]; ok {
+			c.unlistLocked(conn)
 			delete(c.conns, conn)
 		}
 	}
@@ -84,7 +123,7 @@ func (c *connCap) warnLocked() {
 		return
 	}
 	c.warned = now
-	c.logger.Warn("connection cap reached: closing the longest-idle connections, or new ones when none is idle",
+	c.logger.Warn("connection cap reached: closing the longest-idle (or longest-silent) connections, or new ones when every one is busy",
 		"max_conns", c.max, "idle_closed", c.shed, "new_refused", c.refused)
 }
 

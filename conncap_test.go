@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -182,5 +183,54 @@ func TestMaxConnsThroughServe(t *testing.T) {
 	bad := loadConfig(env{"WXTOKEN_MAX_CONNS": "0"}.getenv)
 	if err := bad.validate(); err == nil || !strings.Contains(err.Error(), "WXTOKEN_MAX_CONNS") {
 		t.Errorf("WXTOKEN_MAX_CONNS=0 accepted: %v", err)
+	}
+}
+
+// TestConnCapShedsSilentConnections: connections that never send a request
+// (a slowloris filling the cap) do not lock newcomers out: once one has been
+// silent for silentGrace, a newcomer at the cap takes its place, oldest
+// first; before that, the newcomer is the one closed.
+func TestConnCapShedsSilentConnections(t *testing.T) {
+	const max = 3
+	cc := newConnCap(max, slog.New(slog.DiscardHandler))
+	var mu sync.Mutex
+	now := time.Unix(1_000_000, 0)
+	cc.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux, ConnState: cc.track, ReadHeaderTimeout: time.Minute}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	addr := ln.Addr().String()
+
+	var silent []net.Conn
+	for range max {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		silent = append(silent, conn)
+	}
+	waitFor(t, "the silent connections to be tracked", func() bool { return cc.open() == max })
+
+	// Silent for less than silentGrace: the newcomer is refused.
+	if _, resp := keepAlive(t, addr, "/"); resp != nil {
+		t.Fatalf("a newcomer was served at the cap while the silent ones were fresh: %d", resp.StatusCode)
+	}
+	advance(silentGrace)
+	conn, resp := keepAlive(t, addr, "/")
+	if resp == nil || resp.StatusCode != http.StatusOK {
+		t.Fatal("a newcomer at the cap was not served once a connection had been silent for silentGrace")
+	}
+	conn.Close()
+	closedByServer(t, silent[0])
+	if n := cc.open(); n > max {
+		t.Errorf("%d open, over the cap of %d", n, max)
 	}
 }
