@@ -94,45 +94,52 @@ func (l *keyedLimiter) allowClient(ip string) bool {
 	return true
 }
 
-// exhausted reports whether the client at ip has no token left, without
-// taking one and without tracking a client it does not know.
-func (l *keyedLimiter) exhausted(ip string) bool {
-	host, wide := clientKeys(ip)
+// take takes one token from each of the buckets of keys up front and
+// returns how to give them back. Checking first and spending after the work
+// would let concurrent requests all pass the check before any of them
+// spent; a request that turns out not to count calls refund instead.
+// bucketKey names one bucket: its key and its size relative to a client's.
+type bucketKey struct {
+	key   string
+	scale int
+}
+
+func (l *keyedLimiter) take(keys ...bucketKey) (refund func(), ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	for _, k := range []string{host, wide} {
-		if b, ok := l.buckets.Peek(k); ok && k != "" && b.TokensAt(now) < 1 {
-			return true
+	var taken []*rate.Reservation
+	undo := func(at time.Time) {
+		for _, r := range taken {
+			r.CancelAt(at)
 		}
 	}
-	return false
-}
-
-// spend takes a token from the client's buckets whether or not one is left.
-func (l *keyedLimiter) spend(ip string) {
-	host, wide := clientKeys(ip)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	l.bucket(host, 1).AllowN(now, 1)
-	if wide != "" {
-		l.bucket(wide, netMultiplier).AllowN(now, 1)
+	for _, k := range keys {
+		if k.key == "" {
+			continue
+		}
+		r := l.bucket(k.key, k.scale).ReserveN(now, 1)
+		if !r.OK() || r.DelayFrom(now) > 0 {
+			r.CancelAt(now)
+			undo(now)
+			return nil, false
+		}
+		taken = append(taken, r)
 	}
+	// The refund cancels at the reservation's own time: x/time/rate gives
+	// back nothing for a reservation whose time to act has passed.
+	return func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		undo(now)
+	}, true
 }
 
-// exhaustedKey and spendKey are exhausted and spend for a plain key.
-func (l *keyedLimiter) exhaustedKey(key string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b, ok := l.buckets.Peek(key)
-	return ok && b.TokensAt(l.now()) < 1
-}
-
-func (l *keyedLimiter) spendKey(key string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.bucket(key, 1).AllowN(l.now(), 1)
+// takeClient is take for the client at ip: its own bucket and, for IPv6,
+// its /48's.
+func (l *keyedLimiter) takeClient(ip string) (refund func(), ok bool) {
+	host, wide := clientKeys(ip)
+	return l.take(bucketKey{host, 1}, bucketKey{wide, netMultiplier})
 }
 
 // tracked is how many keys the limiter holds.
@@ -211,15 +218,18 @@ func (h *server) limitAuthFailures(bearer echo.MiddlewareFunc) echo.MiddlewareFu
 			return raw != "" && cached.Cached(raw)
 		}
 		return func(c echo.Context) error {
-			ip := c.RealIP()
-			if l.exhausted(ip) && !known(c) {
+			if known(c) {
+				return guarded(c)
+			}
+			refund, ok := l.takeClient(c.RealIP())
+			if !ok {
 				h.cfg.Observer.RateLimited(LimiterAuthFail)
 				return kindRateLimited.problem("Too many failed authentications from this address. " +
 					"Log in again for a fresh token, then retry.").withRetryAfter(retry)
 			}
 			err := guarded(c)
-			if ok, _ := c.Get(authOKKey).(bool); !ok && unauthorized(err) {
-				l.spend(ip)
+			if ok, _ := c.Get(authOKKey).(bool); ok || !unauthorized(err) {
+				refund()
 			}
 			return err
 		}
@@ -246,15 +256,15 @@ func (h *server) limitDecryptFailures() echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			s := sessionOf(c)
-			key := s.AppID + "|" + s.OpenID
-			if l.exhaustedKey(key) {
+			refund, ok := l.take(bucketKey{s.AppID + "|" + s.OpenID, 1})
+			if !ok {
 				h.cfg.Observer.RateLimited(LimiterDecrypt)
 				return kindRateLimited.problem("Too much user data that did not decrypt for this user. " +
 					"Call wx.login() and /v1/login again, then send data from the new session.").withRetryAfter(retry)
 			}
 			err := next(c)
-			if errors.Is(err, wechat.ErrDecrypt) {
-				l.spendKey(key)
+			if !errors.Is(err, wechat.ErrDecrypt) {
+				refund()
 			}
 			return err
 		}

@@ -3,6 +3,7 @@ package handlers
 import (
 	"fmt"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -116,3 +117,38 @@ func BenchmarkLimiterFloodMemory(b *testing.B) {
 }
 
 func clientKey(ip string) string { h, _ := clientKeys(ip); return h }
+
+// TestTakeIsUpFrontAndRefundable: a failure budget is taken before the work,
+// so concurrent requests cannot all pass a check before any spends (the
+// burst bounds how many run at once); a request that turns out not to count
+// gives its token back, so successes never use the budget up.
+func TestTakeIsUpFrontAndRefundable(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	l := newKeyedLimiter(16, 0.01, 3, func() time.Time { return now })
+	for i := range 100 {
+		refund, ok := l.takeClient("192.0.2.1")
+		if !ok {
+			t.Fatalf("take %d refused although every earlier one was refunded", i)
+		}
+		refund()
+	}
+	var held int
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for range 20 {
+		wg.Go(func() {
+			if _, ok := l.takeClient("192.0.2.1"); ok {
+				mu.Lock()
+				held++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if held != 3 {
+		t.Errorf("%d of 20 concurrent takes succeeded with a burst of 3", held)
+	}
+	if _, ok := l.takeClient("2001:db8:1:2::1"); !ok {
+		t.Error("another client was refused")
+	}
+}
