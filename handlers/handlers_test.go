@@ -70,7 +70,7 @@ type options struct {
 	trusted        []*net.IPNet
 	requestTimeout time.Duration
 	cacheEntries   int              // verified-token cache; 0 is off
-	now            func() time.Time // the token service's clock; time.Now if nil
+	now            func() time.Time // the token service's and the handlers' clock; time.Now if nil
 }
 
 func newFixture(t testing.TB, o options) *fixture {
@@ -117,6 +117,7 @@ func newFixture(t testing.TB, o options) *fixture {
 		TrustedProxies: o.trusted,
 		RequestTimeout: o.requestTimeout,
 		JWKSMaxAge:     5 * time.Minute,
+		Now:            o.now,
 	})
 	if err != nil {
 		t.Fatal(err)

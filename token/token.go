@@ -51,7 +51,7 @@ const MaxLifetime = 24 * time.Hour
 var ErrInvalid = errors.New("token: invalid")
 
 // ErrLoginTooOld is Issue's answer for an Identity whose AuthTime is more
-// than MaxLifetime ago: a token renewed from another (a session reset) may
+// than MaxLifetime (plus the leeway) ago: a token renewed from another (a session reset) may
 // not outlive its user's login by more than that, so a stolen token cannot
 // be renewed forever; only a new wx.login() gives a new one.
 var ErrLoginTooOld = errors.New("token: the login is too old to renew")
@@ -265,7 +265,10 @@ func (s *Service) Issue(_ context.Context, id Identity) (Issued, error) {
 	exp := now.Add(ttl)
 	authTime := now
 	if !id.AuthTime.IsZero() {
-		if age := now.Sub(id.AuthTime); age > MaxLifetime {
+		// The leeway covers a caller that checked the age itself before
+		// work that must not be wasted (a reset at WeChat), and replicas'
+		// clock skew.
+		if age := now.Sub(id.AuthTime); age > MaxLifetime+s.cfg.Leeway {
 			return Issued{}, fmt.Errorf("token: issue: login %v ago: %w", age.Truncate(time.Second), ErrLoginTooOld)
 		}
 		// Never after iat: another replica's clock may run a little
