@@ -95,9 +95,10 @@ type Config struct {
 	BreakerCooldown  time.Duration
 	Logger           *slog.Logger
 	// HTTPClient replaces the clients built from the settings above. Login
-	// requests are made unreplayable for net/http's Transport; a client with
-	// another transport must not re-send requests by itself: login codes are
-	// single-use.
+	// and session_key reset requests are made unreplayable for net/http's
+	// Transport; a client with another transport must not re-send requests
+	// by itself: login codes are single-use, and a reset re-sent after
+	// WeChat acted on it loses the new key.
 	HTTPClient *http.Client
 	Now        func() time.Time
 }
