@@ -70,7 +70,7 @@ type options struct {
 	trusted        []*net.IPNet
 	requestTimeout time.Duration
 	cacheEntries   int              // verified-token cache; 0 is off
-	now            func() time.Time // the token service's clock; time.Now if nil
+	now            func() time.Time // the token service's and the handlers' clock; time.Now if nil
 	observer       handlers.Observer
 }
 
@@ -119,6 +119,7 @@ func newFixture(t testing.TB, o options) *fixture {
 		RequestTimeout: o.requestTimeout,
 		JWKSMaxAge:     5 * time.Minute,
 		Observer:       o.observer,
+		Now:            o.now,
 	})
 	if err != nil {
 		t.Fatal(err)

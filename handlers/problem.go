@@ -56,6 +56,7 @@ var (
 	kindLoginBlocked     = kind{"login-blocked", http.StatusForbidden, "Login blocked by WeChat"}
 	kindRiskRefused      = kind{"risk-refused", http.StatusForbidden, "Login refused for risk"}
 	kindStaleSession     = kind{"stale-session", http.StatusConflict, "Session key replaced"}
+	kindLoginTooOld      = kind{"login-too-old", http.StatusForbidden, "Login too old to renew"}
 	kindRateLimited      = kind{"rate-limited", http.StatusTooManyRequests, "Too many requests"}
 	kindUpstreamLimited  = kind{"wechat-rate-limited", http.StatusTooManyRequests, "WeChat rate limit"}
 	kindUpstreamBusy     = kind{"wechat-busy", http.StatusServiceUnavailable, "WeChat is busy"}
@@ -76,7 +77,8 @@ func Kinds() map[string]int {
 	for _, k := range []kind{kindInvalidRequest, kindUnsupportedMedia, kindTooLarge, kindNotFound, kindMethod,
 		kindUnknownApp, kindInvalidCode, kindLoginBlocked, kindRateLimited, kindUpstreamLimited, kindUpstreamBusy,
 		kindUpstreamBad, kindUpstreamTimeout, kindUnavailable, kindUnauthorized, kindInvalidToken,
-		kindInvalidUserData, kindDecryptFailed, kindBadSignature, kindInternal, kindRiskRefused, kindStaleSession} {
+		kindInvalidUserData, kindDecryptFailed, kindBadSignature, kindInternal, kindRiskRefused, kindStaleSession,
+		kindLoginTooOld} {
 		m[ProblemTypePrefix+k.slug] = k.status
 	}
 	return m
@@ -143,6 +145,9 @@ func problemFor(err error) (*Problem, bool) {
 	if errors.Is(err, wechat.ErrStaleSessionKey) {
 		return kindStaleSession.problem("The token's session_key is no longer the user's current one at WeChat " +
 			"(the mini program called wx.login() again, or the key was reset). Call wx.login() and POST /v1/login again."), true
+	}
+	if errors.Is(err, token.ErrLoginTooOld) {
+		return loginTooOld(), true
 	}
 	if errors.Is(err, wechat.ErrDecrypt) {
 		return kindDecryptFailed.problem(detailDecrypt), true

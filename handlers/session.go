@@ -13,8 +13,19 @@ import (
 // stateless answer to a leaked session_key, or to data the mini program
 // encrypted with a key newer than the token's. The old key stops working at
 // WeChat at once; the old token itself simply runs out.
+//
+// The new token carries the old one's auth_time, the time of the user's
+// wx.login(), and no reset is made once that is more than
+// token.MaxLifetime ago, so a stolen token cannot be renewed forever. The
+// check comes before WeChat is asked: a key WeChat replaced for a token that
+// then cannot be issued would be lost. The refusal is a 403 problem, not a
+// 401 invalid_token: the token stays valid for the other routes until it
+// expires, and a client told it is invalid would discard it.
 func (h *server) sessionReset(c echo.Context) error {
 	s := sessionOf(c)
+	if h.cfg.Now().Sub(s.AuthTime) > token.MaxLifetime {
+		return loginTooOld()
+	}
 	app := credentials(c)
 	ctx, cancel := h.work(c)
 	defer cancel()
@@ -24,7 +35,7 @@ func (h *server) sessionReset(c echo.Context) error {
 	}
 	issued, err := h.cfg.Tokens.Issue(ctx, token.Identity{
 		AppID: s.AppID, OpenID: s.OpenID, UnionID: s.UnionID, SessionKey: sk,
-		RiskRank: s.RiskRank, TTL: h.cfg.Apps.Policy(s.AppID).TokenTTL,
+		RiskRank: s.RiskRank, TTL: h.cfg.Apps.Policy(s.AppID).TokenTTL, AuthTime: s.AuthTime,
 	})
 	if err != nil {
 		return err
@@ -38,4 +49,11 @@ func (h *server) sessionReset(c echo.Context) error {
 		UnionID:     s.UnionID,
 		RiskRank:    s.RiskRank,
 	})
+}
+
+// loginTooOld is the answer to a reset more than token.MaxLifetime after
+// the user's login.
+func loginTooOld() *Problem {
+	return kindLoginTooOld.problemf("The user logged in (wx.login()) more than %v ago, the longest a session can be "+
+		"renewed for. Call wx.login() and POST /v1/login again.", token.MaxLifetime)
 }

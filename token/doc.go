@@ -2,7 +2,9 @@
 //
 // A token is an RFC 9068 JWT ("typ": "at+jwt") signed with the active
 // asymmetric key of the keys directory. Its claims are iss, sub (the openid),
-// aud and client_id (the appid), iat, exp, jti, unionid when WeChat gave one,
+// aud and client_id (the appid), iat, exp, jti, auth_time (when the user
+// logged in with wx.login(); a renewal keeps it, and Issue refuses a renewal
+// more than MaxLifetime after it), unionid when WeChat gave one,
 // risk_rank when the app asks WeChat's risk rank at login, and "wxsk": the WeChat session_key sealed with AES-256-GCM under the
 // service's own encryption key, bound to iss, aud, sub and jti as associated
 // data so it cannot be moved into another token.

@@ -50,6 +50,17 @@ const MaxLifetime = 24 * time.Hour
 // "invalid token" so a forger learns nothing.
 var ErrInvalid = errors.New("token: invalid")
 
+// ErrLoginTooOld is Issue's answer for an Identity whose AuthTime is more
+// than MaxLifetime (plus the leeway) ago: a token renewed from another (a session reset) may
+// not outlive its user's login by more than that, so a stolen token cannot
+// be renewed forever; only a new wx.login() gives a new one.
+var ErrLoginTooOld = errors.New("token: the login is too old to renew")
+
+// AuthTimeClaim names the claim that carries the time of the user's
+// wx.login()-based login, as OIDC's auth_time does: set at login, carried
+// unchanged into every token renewed from it.
+const AuthTimeClaim = "auth_time"
+
 // ErrExpired is returned, wrapped together with ErrInvalid, when the only
 // problem is age: the client should simply log in again.
 var ErrExpired = errors.New("token: expired")
@@ -74,6 +85,10 @@ type Identity struct {
 	// means the service's TTL, which is also the longest allowed (key
 	// retention is computed from it).
 	TTL time.Duration
+	// AuthTime is when the user logged in with a wx.login() code (the
+	// auth_time claim). Zero, at a login, means now; a renewal passes the
+	// verified token's own, so renewals never move it forward.
+	AuthTime time.Time
 }
 
 // Issued is a freshly signed token and what a login answer tells about it.
@@ -131,17 +146,21 @@ type claims struct {
 	UnionID    string `json:"unionid,omitempty"`
 	RiskRank   *int   `json:"risk_rank,omitempty"`
 	SessionKey string `json:"wxsk"`
+	// AuthTime is optional on the wire: tokens issued before it existed
+	// lack it and are read as auth_time = iat.
+	AuthTime *jwt.NumericDate `json:"auth_time,omitempty"`
 }
 
-// UnmarshalJSON refuses exp, iat and nbf unless they are JSON numbers, as
+// UnmarshalJSON refuses exp, iat, nbf and auth_time unless they are JSON numbers, as
 // RFC 7519 defines a NumericDate: jwt.NumericDate also takes a quoted
 // number ("1700000000"), which no issuer of ours writes, and a verifier
 // that is lenient where others are strict invites confusion between them.
 func (c *claims) UnmarshalJSON(b []byte) error {
 	var dates struct {
-		Exp json.RawMessage `json:"exp"`
-		Iat json.RawMessage `json:"iat"`
-		Nbf json.RawMessage `json:"nbf"`
+		Exp  json.RawMessage `json:"exp"`
+		Iat  json.RawMessage `json:"iat"`
+		Nbf  json.RawMessage `json:"nbf"`
+		Auth json.RawMessage `json:"auth_time"`
 	}
 	if err := json.Unmarshal(b, &dates); err != nil {
 		return err
@@ -149,7 +168,7 @@ func (c *claims) UnmarshalJSON(b []byte) error {
 	for _, d := range []struct {
 		name string
 		raw  json.RawMessage
-	}{{"exp", dates.Exp}, {"iat", dates.Iat}, {"nbf", dates.Nbf}} {
+	}{{"exp", dates.Exp}, {"iat", dates.Iat}, {"nbf", dates.Nbf}, {"auth_time", dates.Auth}} {
 		if d.raw != nil && !isJSONNumber(d.raw) {
 			return fmt.Errorf("claim %s is not a JSON number", d.name)
 		}
@@ -223,7 +242,8 @@ func New(cfg Config) (*Service, error) {
 func (s *Service) TTL() time.Duration { return s.cfg.TTL }
 
 // Issue signs a token for id with the active signing key and seals the
-// session_key with the active encryption key.
+// session_key with the active encryption key. A renewal (id.AuthTime set)
+// whose login is more than MaxLifetime ago is refused with ErrLoginTooOld.
 func (s *Service) Issue(_ context.Context, id Identity) (Issued, error) {
 	if id.AppID == "" || id.OpenID == "" || id.SessionKey.Empty() {
 		return Issued{}, errors.New("token: issue: appid, openid and session_key are required")
@@ -245,6 +265,20 @@ func (s *Service) Issue(_ context.Context, id Identity) (Issued, error) {
 	}
 	now := s.cfg.Now().Truncate(time.Second)
 	exp := now.Add(ttl)
+	authTime := now
+	if !id.AuthTime.IsZero() {
+		// The leeway covers a caller that checked the age itself before
+		// work that must not be wasted (a reset at WeChat), and replicas'
+		// clock skew.
+		if age := now.Sub(id.AuthTime); age > MaxLifetime+s.cfg.Leeway {
+			return Issued{}, fmt.Errorf("token: issue: login %v ago: %w", age.Truncate(time.Second), ErrLoginTooOld)
+		}
+		// Never after iat: another replica's clock may run a little
+		// ahead, and an earlier auth_time only shortens the renewals.
+		if at := id.AuthTime.Truncate(time.Second); at.Before(now) {
+			authTime = at
+		}
+	}
 	c := claims{
 		RegisteredClaims: jwt.RegisteredClaims{
 			Issuer:    s.cfg.Issuer,
@@ -257,6 +291,7 @@ func (s *Service) Issue(_ context.Context, id Identity) (Issued, error) {
 		ClientID: id.AppID,
 		UnionID:  id.UnionID,
 		RiskRank: id.RiskRank,
+		AuthTime: jwt.NewNumericDate(authTime),
 	}
 	enc := ring.EncryptionKey()
 	sealed, err := enc.Seal([]byte(id.SessionKey.Reveal()), additionalData(enc.KID, s.cfg.Issuer, id.AppID, id.OpenID, jti))
@@ -415,6 +450,16 @@ func (s *Service) verify(ring *keys.Ring, raw string) (*verified, error) {
 	if c.RiskRank != nil && (*c.RiskRank < 0 || *c.RiskRank > 4) {
 		return nil, invalid("risk_rank out of range")
 	}
+	authTime := c.IssuedAt.Time // tokens issued before auth_time existed
+	if c.AuthTime != nil {
+		authTime = c.AuthTime.Time
+		if authTime.After(c.IssuedAt.Time) {
+			return nil, invalid("auth_time is after iat")
+		}
+		if authTime.After(s.cfg.Now().Add(s.cfg.Leeway)) {
+			return nil, invalid("auth_time is in the future")
+		}
+	}
 	sk, err := s.openSessionKey(ring, c.SessionKey, appID, c.Subject, c.ID)
 	if err != nil {
 		return nil, err
@@ -429,6 +474,7 @@ func (s *Service) verify(ring *keys.Ring, raw string) (*verified, error) {
 				UnionID:    c.UnionID,
 				SessionKey: sk,
 				RiskRank:   c.RiskRank,
+				AuthTime:   authTime,
 			},
 			ID:        c.ID,
 			IssuedAt:  c.IssuedAt.Time,

@@ -251,6 +251,10 @@ func TestVerifyRejects(t *testing.T) {
 		{"nbf as a string", withC("nbf", strconv.FormatInt(now-60, 10)), false, token.OutcomeMalformed},
 		{"exp as null", withC("exp", json.RawMessage("null")), false, token.OutcomeMalformed},
 		{"iat as an object", withC("iat", map[string]any{"n": now}), false, token.OutcomeMalformed},
+		{"auth_time as a string", withC("auth_time", strconv.FormatInt(now, 10)), false, token.OutcomeMalformed},
+		{"auth_time as null", withC("auth_time", json.RawMessage("null")), false, token.OutcomeMalformed},
+		{"auth_time after iat", withC("auth_time", now+10), false, token.OutcomeBadClaims},
+		{"auth_time in the future", withC("auth_time", now+120), false, token.OutcomeBadClaims},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -279,6 +283,8 @@ func TestVerifyRejects(t *testing.T) {
 		"exp with an exponent":    withC("exp", json.RawMessage(fmt.Sprintf("%.9e", float64(now+3600)))),
 		"iat with a fraction":     withC("iat", json.RawMessage(strconv.FormatInt(now, 10)+".5")),
 		"nbf in the past":         withC("nbf", now-60),
+		"auth_time before iat":    withC("auth_time", now-3600),
+		"auth_time missing":       withC("auth_time", nil),
 	} {
 		if _, err := s.Verify(ctx, tok); err != nil {
 			t.Errorf("%s: %v", name, err)
@@ -368,4 +374,71 @@ func publicPEM(t testing.TB, ring *keys.Ring, kid string) []byte {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+}
+
+// TestAuthTime: a login's token carries auth_time = iat; a renewal carries
+// it unchanged, whatever its own iat; a renewal more than MaxLifetime after
+// the login is refused; a token without auth_time reads as auth_time = iat.
+func TestAuthTime(t *testing.T) {
+	d, _ := mustDir(t, "ES256")
+	ring := mustRing(t, d)
+	login := time.Unix(1_800_000_000, 0)
+	clk := &clock{login}
+	s := mustService(t, ring, clk)
+	ctx := context.Background()
+	issued, err := s.Issue(ctx, token.Identity{AppID: appID, OpenID: openID, SessionKey: skText})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := decodePart(t, strings.Split(issued.Token, ".")[1])
+	if at, ok := claims["auth_time"].(float64); !ok || int64(at) != login.Unix() || claims["iat"] != claims["auth_time"] {
+		t.Fatalf("login token: auth_time %v, iat %v, want both %d", claims["auth_time"], claims["iat"], login.Unix())
+	}
+	sess, err := s.Verify(ctx, issued.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Renew twice, an hour apart, then at exactly MaxLifetime.
+	for _, after := range []time.Duration{time.Hour, 2 * time.Hour, token.MaxLifetime} {
+		clk.t = login.Add(after)
+		renewed, err := s.Issue(ctx, sess.Identity)
+		if err != nil {
+			t.Fatalf("renewal %v after login: %v", after, err)
+		}
+		if sess, err = s.Verify(ctx, renewed.Token); err != nil {
+			t.Fatal(err)
+		}
+		if !sess.AuthTime.Equal(login) || !sess.IssuedAt.Equal(clk.t) {
+			t.Errorf("renewal %v after login: auth_time %v, iat %v; want %v, %v", after, sess.AuthTime, sess.IssuedAt, login, clk.t)
+		}
+	}
+	clk.t = login.Add(token.MaxLifetime + 31*time.Second) // past the 30 s leeway
+	if _, err := s.Issue(ctx, sess.Identity); !errors.Is(err, token.ErrLoginTooOld) {
+		t.Errorf("renewal past MaxLifetime: %v, want ErrLoginTooOld", err)
+	}
+	// A renewal whose auth_time is ahead of this replica's clock is
+	// issued with auth_time = iat, never after it.
+	clk.t = login
+	id := sess.Identity
+	id.AuthTime = login.Add(5 * time.Second)
+	ahead, err := s.Issue(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sess, err := s.Verify(ctx, ahead.Token); err != nil || !sess.AuthTime.Equal(login) {
+		t.Errorf("auth_time ahead of the clock: %v, %v; want %v", sess, err, login)
+	}
+
+	// A token from before auth_time existed: auth_time reads as its iat.
+	parts := strings.Split(issued.Token, ".")
+	c := decodePart(t, parts[1])
+	delete(c, "auth_time")
+	clk.t = login.Add(time.Hour)
+	old, err := s.Verify(ctx, forge{decodePart(t, parts[0]), c}.sign(t, ring))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !old.AuthTime.Equal(old.IssuedAt) {
+		t.Errorf("no auth_time: AuthTime %v, want iat %v", old.AuthTime, old.IssuedAt)
+	}
 }

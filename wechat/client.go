@@ -95,9 +95,10 @@ type Config struct {
 	BreakerCooldown  time.Duration
 	Logger           *slog.Logger
 	// HTTPClient replaces the clients built from the settings above. Login
-	// requests are made unreplayable for net/http's Transport; a client with
-	// another transport must not re-send requests by itself: login codes are
-	// single-use.
+	// and session_key reset requests are made unreplayable for net/http's
+	// Transport; a client with another transport must not re-send requests
+	// by itself: login codes are single-use, and a reset re-sent after
+	// WeChat acted on it loses the new key.
 	HTTPClient *http.Client
 	Now        func() time.Time
 	// Observer is told about every call, access_token fetch and breaker
@@ -111,10 +112,11 @@ type Client struct {
 	base *url.URL
 	cfg  Config
 	http *http.Client
-	// login sends single-use codes, over HTTP/1.1 connections from a pool
-	// of at most MaxConcurrent (the login slots), reused between logins.
-	// The requests it sends are never replayable (see singleUse), so
-	// net/http cannot re-send a code when a reused connection breaks.
+	// login sends single-use codes (and session_key resets, see
+	// unreplayable), over HTTP/1.1 connections from a pool of at most
+	// MaxConcurrent, reused between requests. The requests it sends are
+	// never replayable (see singleUse), so net/http cannot re-send a code
+	// or a reset when a reused connection breaks.
 	login *http.Client
 	// slots bounds calls made for token holders and access_token fetches;
 	// loginSlots bounds logins, so neither kind can starve the other.
@@ -219,6 +221,14 @@ type singleUse struct{}
 
 func (singleUse) Read([]byte) (int, error) { return 0, io.EOF }
 func (singleUse) Close() error             { return nil }
+
+// unreplayable reports whether op's request must reach WeChat at most once,
+// so it goes out on the login client with a singleUse body: a login code is
+// single-use, and a resetusersessionkey replaces the key it is signed with,
+// so a re-sent reset is refused (87009) and the new key it made is lost.
+func unreplayable(op string) bool {
+	return op == OpCode2Session || op == OpResetSessionKey
+}
 
 // Code2Session exchanges a wx.login() code for the user's identity. The
 // code is single-use, so it is sent exactly once and never retried.
@@ -431,7 +441,7 @@ func (c *Client) roundTrip(ctx context.Context, op, method, path string, q url.V
 	}
 	req.Header.Set("Accept", "application/json")
 	hc := c.http
-	if op == OpCode2Session {
+	if unreplayable(op) {
 		hc = c.login
 		req.Body = singleUse{}
 		req.TransferEncoding = []string{"identity"}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/wxtoken/wxtoken/emulator"
 	"github.com/wxtoken/wxtoken/internal/syncbuf"
+	"github.com/wxtoken/wxtoken/secret"
 	"github.com/wxtoken/wxtoken/wechat"
 )
 
@@ -107,4 +108,66 @@ func TestBreakerPerApp(t *testing.T) {
 	if !strings.Contains(logs.String(), `"appid":"`+other+`"`) {
 		t.Errorf("the breaker's log does not name the app:\n%s", logs.String())
 	}
+}
+
+// TestResetNeverResentOnReusedConnection: WeChat acts on a reset read from a
+// reused connection (the key is replaced), then closes the connection
+// without answering. net/http re-sends a replayable GET in exactly that
+// case, and the re-sent reset, signed with the replaced key, would be
+// refused (87009) with the new key lost. The reset must instead reach
+// WeChat once and fail as an upstream error, not as a stale session.
+func TestResetNeverResentOnReusedConnection(t *testing.T) {
+	const path = "/wxa/resetusersessionkey"
+	w := newWorld(t, func(c *wechat.Config) { c.Timeout = 5 * time.Second })
+	ctx := context.Background()
+	s, err := w.client.Code2Session(ctx, app, "reset-reused")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk := s.SessionKey
+	for range 20 {
+		// A successful reset leaves its connection idle for the next one.
+		if sk, err = w.client.ResetSessionKey(ctx, app, s.OpenID, sk); err != nil {
+			t.Fatal(err)
+		}
+		w.emu.SetFault(path, emulator.Fault{CloseAfterRead: true, Times: 1})
+		before := w.emu.Calls(path)
+		var a attempts
+		_, err = w.client.ResetSessionKey(a.ctx(), app, s.OpenID, sk)
+		w.emu.SetFault(path, emulator.Fault{})
+		tries := a.get()
+		if len(tries) == 0 || !tries[0] {
+			// The connection was not pooled (net/http may drop one on a
+			// loaded machine), and net/http never re-sends on a fresh one:
+			// take up the key WeChat now holds and try again.
+			if cur := w.emu.CurrentSessionKey(appID, s.OpenID); cur != sk.Reveal() {
+				sk = secret.String(cur)
+			}
+			continue
+		}
+		if n := w.emu.Calls(path) - before; n != 1 || len(tries) != 1 {
+			t.Errorf("the reset reached WeChat %d times in %d tries (reused: %v), want once", n, len(tries), tries)
+		}
+		if errors.Is(err, wechat.ErrStaleSessionKey) {
+			t.Fatalf("err = %v: the reset was re-sent and refused as stale", err)
+		}
+		var ue *wechat.UpstreamError
+		if !errors.As(err, &ue) || ue.Kind != wechat.Unreachable || ue.Op != wechat.OpResetSessionKey {
+			t.Fatalf("err = %v, want an Unreachable upstream error of %s", err, wechat.OpResetSessionKey)
+		}
+		// WeChat did replace the key; the answer was lost, and only a new
+		// wx.login() recovers, which the pool still serves.
+		if w.emu.CurrentSessionKey(appID, s.OpenID) == sk.Reveal() {
+			t.Error("WeChat did not act on the reset")
+		}
+		if _, err := w.client.Code2Session(ctx, app, "after-reset"); err != nil {
+			t.Errorf("login after the dropped reset: %v", err)
+		}
+		// The unreplayable body never reaches the wire.
+		if n := w.bodied.Load(); n != 0 {
+			t.Errorf("%d GETs carried a body or Transfer-Encoding", n)
+		}
+		return
+	}
+	t.Fatal("no reset went out on a reused connection in 20 tries")
 }

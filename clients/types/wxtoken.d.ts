@@ -128,6 +128,9 @@ export interface paths {
          *     at once (the old token simply expires). For a leaked session_key, or for data the mini program encrypted
          *     with a key newer than the token's. `stale-session` (409) means the token's session_key is no longer the
          *     user's current one: call `wx.login()` and `/v1/login` again. Rate limited per user like session checks.
+         *     The new token keeps the old one's `auth_time` (the time of the user's `wx.login()`-based login; `iat` for a
+         *     token without it), and no reset is made once that is over 24 hours old (`login-too-old`, 403): the token
+         *     still works on the other routes until it expires, but only a new login renews it.
          */
         post: operations["sessionReset"];
         delete?: never;
@@ -308,7 +311,7 @@ export interface components {
              * Format: uri
              * @enum {string}
              */
-            type: "urn:wxtoken:problem:invalid-request" | "urn:wxtoken:problem:unsupported-media-type" | "urn:wxtoken:problem:request-too-large" | "urn:wxtoken:problem:not-found" | "urn:wxtoken:problem:method-not-allowed" | "urn:wxtoken:problem:unknown-app" | "urn:wxtoken:problem:invalid-code" | "urn:wxtoken:problem:login-blocked" | "urn:wxtoken:problem:rate-limited" | "urn:wxtoken:problem:wechat-rate-limited" | "urn:wxtoken:problem:wechat-busy" | "urn:wxtoken:problem:wechat-error" | "urn:wxtoken:problem:wechat-timeout" | "urn:wxtoken:problem:unavailable" | "urn:wxtoken:problem:unauthorized" | "urn:wxtoken:problem:invalid-token" | "urn:wxtoken:problem:invalid-user-data" | "urn:wxtoken:problem:decryption-failed" | "urn:wxtoken:problem:invalid-signature" | "urn:wxtoken:problem:internal" | "urn:wxtoken:problem:risk-refused" | "urn:wxtoken:problem:stale-session";
+            type: "urn:wxtoken:problem:invalid-request" | "urn:wxtoken:problem:unsupported-media-type" | "urn:wxtoken:problem:request-too-large" | "urn:wxtoken:problem:not-found" | "urn:wxtoken:problem:method-not-allowed" | "urn:wxtoken:problem:unknown-app" | "urn:wxtoken:problem:invalid-code" | "urn:wxtoken:problem:login-blocked" | "urn:wxtoken:problem:rate-limited" | "urn:wxtoken:problem:wechat-rate-limited" | "urn:wxtoken:problem:wechat-busy" | "urn:wxtoken:problem:wechat-error" | "urn:wxtoken:problem:wechat-timeout" | "urn:wxtoken:problem:unavailable" | "urn:wxtoken:problem:unauthorized" | "urn:wxtoken:problem:invalid-token" | "urn:wxtoken:problem:invalid-user-data" | "urn:wxtoken:problem:decryption-failed" | "urn:wxtoken:problem:invalid-signature" | "urn:wxtoken:problem:internal" | "urn:wxtoken:problem:risk-refused" | "urn:wxtoken:problem:stale-session" | "urn:wxtoken:problem:login-too-old";
             title: string;
             status: number;
             detail: string;
@@ -325,7 +328,11 @@ export interface components {
             appid?: string;
         };
         AccessToken: {
-            /** @description RFC 9068 JWT; send as Authorization: Bearer. */
+            /**
+             * @description RFC 9068 JWT; send as Authorization: Bearer. Its claims are iss, sub (openid), aud and client_id
+             *     (appid), iat, exp, jti, auth_time (NumericDate of the user's wx.login()-based login, kept by session
+             *     resets), unionid and risk_rank when known, and wxsk (the sealed session_key, for wxtoken only).
+             */
             access_token: string;
             /** @constant */
             token_type: "Bearer";
@@ -749,6 +756,15 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            /** @description The user's login (the token's `auth_time`) is over 24 hours old (`login-too-old`); log in again. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description The token's session_key is no longer the user's current one (`stale-session`, errcode 87009). */
             409: {
                 headers: {

@@ -136,6 +136,7 @@ const (
 	UrnWxtokenProblemInvalidToken         ProblemType = "urn:wxtoken:problem:invalid-token"
 	UrnWxtokenProblemInvalidUserData      ProblemType = "urn:wxtoken:problem:invalid-user-data"
 	UrnWxtokenProblemLoginBlocked         ProblemType = "urn:wxtoken:problem:login-blocked"
+	UrnWxtokenProblemLoginTooOld          ProblemType = "urn:wxtoken:problem:login-too-old"
 	UrnWxtokenProblemMethodNotAllowed     ProblemType = "urn:wxtoken:problem:method-not-allowed"
 	UrnWxtokenProblemNotFound             ProblemType = "urn:wxtoken:problem:not-found"
 	UrnWxtokenProblemRateLimited          ProblemType = "urn:wxtoken:problem:rate-limited"
@@ -170,6 +171,8 @@ func (e ProblemType) Valid() bool {
 	case UrnWxtokenProblemInvalidUserData:
 		return true
 	case UrnWxtokenProblemLoginBlocked:
+		return true
+	case UrnWxtokenProblemLoginTooOld:
 		return true
 	case UrnWxtokenProblemMethodNotAllowed:
 		return true
@@ -206,7 +209,9 @@ func (e ProblemType) Valid() bool {
 
 // AccessToken defines model for AccessToken.
 type AccessToken struct {
-	// AccessToken RFC 9068 JWT; send as Authorization: Bearer.
+	// AccessToken RFC 9068 JWT; send as Authorization: Bearer. Its claims are iss, sub (openid), aud and client_id
+	// (appid), iat, exp, jti, auth_time (NumericDate of the user's wx.login()-based login, kept by session
+	// resets), unionid and risk_rank when known, and wxsk (the sealed session_key, for wxtoken only).
 	AccessToken string `json:"access_token"`
 
 	// ExpiresIn Seconds until the token expires.
@@ -731,6 +736,9 @@ type ClientInterface interface {
 	// at once (the old token simply expires). For a leaked session_key, or for data the mini program encrypted
 	// with a key newer than the token's. `stale-session` (409) means the token's session_key is no longer the
 	// user's current one: call `wx.login()` and `/v1/login` again. Rate limited per user like session checks.
+	// The new token keeps the old one's `auth_time` (the time of the user's `wx.login()`-based login; `iat` for a
+	// token without it), and no reset is made once that is over 24 hours old (`login-too-old`, 403): the token
+	// still works on the other routes until it expires, but only a new login renews it.
 	//
 	// Corresponds with POST /v1/session/reset (the `SessionReset` operationId).
 	SessionReset(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1074,6 +1082,9 @@ func (c *Client) SessionCheck(ctx context.Context, reqEditors ...RequestEditorFn
 // at once (the old token simply expires). For a leaked session_key, or for data the mini program encrypted
 // with a key newer than the token's. `stale-session` (409) means the token's session_key is no longer the
 // user's current one: call `wx.login()` and `/v1/login` again. Rate limited per user like session checks.
+// The new token keeps the old one's `auth_time` (the time of the user's `wx.login()`-based login; `iat` for a
+// token without it), and no reset is made once that is over 24 hours old (`login-too-old`, 403): the token
+// still works on the other routes until it expires, but only a new login renews it.
 //
 // Corresponds with POST /v1/session/reset (the `SessionReset` operationId).
 func (c *Client) SessionReset(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1789,6 +1800,9 @@ type ClientWithResponsesInterface interface {
 	// at once (the old token simply expires). For a leaked session_key, or for data the mini program encrypted
 	// with a key newer than the token's. `stale-session` (409) means the token's session_key is no longer the
 	// user's current one: call `wx.login()` and `/v1/login` again. Rate limited per user like session checks.
+	// The new token keeps the old one's `auth_time` (the time of the user's `wx.login()`-based login; `iat` for a
+	// token without it), and no reset is made once that is over 24 hours old (`login-too-old`, 403): the token
+	// still works on the other routes until it expires, but only a new login renews it.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -2869,6 +2883,8 @@ type SessionResetResponse struct {
 	ApplicationproblemJSON400 *BadRequest
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
@@ -2910,6 +2926,11 @@ func (r SessionResetResponse) GetApplicationproblemJSON400() *BadRequest {
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
 func (r SessionResetResponse) GetApplicationproblemJSON401() *Unauthorized {
 	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r SessionResetResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
 }
 
 // GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
@@ -3347,6 +3368,9 @@ func (c *ClientWithResponses) SessionCheckWithResponse(ctx context.Context, reqE
 // at once (the old token simply expires). For a leaked session_key, or for data the mini program encrypted
 // with a key newer than the token's. `stale-session` (409) means the token's session_key is no longer the
 // user's current one: call `wx.login()` and `/v1/login` again. Rate limited per user like session checks.
+// The new token keeps the old one's `auth_time` (the time of the user's `wx.login()`-based login; `iat` for a
+// token without it), and no reset is made once that is over 24 hours old (`login-too-old`, 403): the token
+// still works on the other routes until it expires, but only a new login renews it.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -4377,6 +4401,13 @@ func ParseSessionResetResponse(rsp *http.Response) (*SessionResetResponse, error
 			return nil, err
 		}
 		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
 		var dest Problem
