@@ -2,7 +2,9 @@
 // access tokens offline. Given the issuer and the appids it serves, it
 // discovers the JWKS from the issuer's metadata, keeps it cached as the
 // issuer's Cache-Control and ETag say, refetches (rate-limited, collapsed)
-// when a token names an unknown kid, pins the algorithms to those of the
+// when a token names an unknown kid, backs off while the issuer fails
+// (serving the stale set meanwhile), refuses malformed tokens before any
+// key lookup, pins the algorithms to those of the
 // published keys, and checks iss, aud, typ (at+jwt), exp, nbf and iat with a
 // leeway. Handlers receive typed Claims.
 //
@@ -91,7 +93,8 @@ type Config struct {
 	// issuer dropped (emergency rotation) is still accepted here. Default 1 h.
 	MaxMaxAge time.Duration
 	// MinRefresh is the least time between two fetches made because the
-	// cache expired (max-age=0 does not mean a fetch per request). Default 5 s.
+	// cache expired (max-age=0 does not mean a fetch per request), and the
+	// first wait after a failed fetch. Default 5 s.
 	MinRefresh time.Duration
 	// UnknownKIDInterval rate-limits refetches caused by unknown kids, so
 	// forged kids cannot make this service hammer the issuer. Default 10 s.
