@@ -346,6 +346,10 @@ func (r *remoteKeys) startLocked(ctx context.Context) *flight {
 func (r *remoteKeys) backoff(n int) time.Duration {
 	d := r.cfg.MinRefresh
 	for i := 1; i < n && d < r.cfg.MaxBackoff; i++ {
+		if d > r.cfg.MaxBackoff/2 { // doubling would pass the cap (or overflow)
+			d = r.cfg.MaxBackoff
+			break
+		}
 		d *= 2
 	}
 	return max(min(d, r.cfg.MaxBackoff), r.cfg.MinRefresh)

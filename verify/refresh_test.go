@@ -230,8 +230,13 @@ func TestGarbageNeverFetches(t *testing.T) {
 	is.addKey(t, "k1")
 	v, clock := newTestVerifier(t, is)
 	good := is.token(t, "k1", clock.Now())
-	clock.Advance(issuerTTL + testStale + time.Hour) // expired, and past any stale use
 	before := is.hits()
+	// An accepted alg no published key has is refused from the cached set.
+	rs := b64(`{"alg":"RS256","kid":"k1","typ":"at+jwt"}`) + "." + b64(`{"sub":"x"}`) + "." + b64("sig")
+	if _, err := v.Verify(context.Background(), rs); !errors.Is(err, ErrInvalidToken) {
+		t.Errorf("alg RS256, only ES256 published: %v, want ErrInvalidToken", err)
+	}
+	clock.Advance(issuerTTL + testStale + time.Hour) // expired, and past any stale use
 	for name, tok := range garbage(good) {
 		if _, err := v.Verify(context.Background(), tok); !errors.Is(err, ErrInvalidToken) {
 			t.Errorf("%s: %v, want ErrInvalidToken", name, err)
@@ -538,5 +543,30 @@ func TestJWKSURIScheme(t *testing.T) {
 	is.addKey(t, "k1")
 	if _, err := New(context.Background(), Config{Issuer: is.srv.URL, AppIDs: []string{testAppID}}); err != nil {
 		t.Fatalf("http issuer, http jwks_uri: %v", err)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	const huge = time.Duration(1<<63 - 1)
+	tests := []struct {
+		name     string
+		min, cap time.Duration
+		failures int
+		want     time.Duration
+	}{
+		{"first", 5 * time.Second, time.Minute, 1, 5 * time.Second},
+		{"doubles", 5 * time.Second, time.Minute, 3, 20 * time.Second},
+		{"capped", 5 * time.Second, time.Minute, 5, time.Minute},
+		{"many failures", 5 * time.Second, time.Minute, 1 << 20, time.Minute},
+		{"cap below MinRefresh", 5 * time.Second, time.Second, 3, 5 * time.Second},
+		{"huge cap, no overflow", time.Second, huge, 200, huge},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &remoteKeys{cfg: Config{MinRefresh: tc.min, MaxBackoff: tc.cap}}
+			if got := r.backoff(tc.failures); got != tc.want {
+				t.Errorf("backoff(%d) = %v, want %v", tc.failures, got, tc.want)
+			}
+		})
 	}
 }
