@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	neturl "net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +21,11 @@ import (
 // discover reads the issuer's OpenID configuration and returns its jwks_uri.
 // The document must name the issuer byte for byte (as go-oidc requires), so
 // a proxy or typo that serves another issuer's keys fails here.
+//
+// An https issuer's jwks_uri must be https too: keys fetched in clear text
+// could be swapped on the way, and a verifier trusting them would accept
+// forged tokens. Another host is allowed (a CDN, or a separate keys host is
+// common and the document that names it came over TLS from the issuer).
 func discover(ctx context.Context, cfg Config) (string, error) {
 	url := strings.TrimSuffix(cfg.Issuer, "/") + "/.well-known/openid-configuration"
 	body, err := get(ctx, cfg, url, "")
@@ -36,10 +42,60 @@ func discover(ctx context.Context, cfg Config) (string, error) {
 	if doc.Issuer != cfg.Issuer {
 		return "", fmt.Errorf("verify: discovery: the document names issuer %q, not %q", doc.Issuer, cfg.Issuer)
 	}
-	if !strings.HasPrefix(doc.JWKSURI, "https://") && !strings.HasPrefix(doc.JWKSURI, "http://") {
-		return "", fmt.Errorf("verify: discovery: jwks_uri %q is not an http(s) URL", doc.JWKSURI)
+	if err := checkJWKSURI(cfg.Issuer, doc.JWKSURI); err != nil {
+		return "", fmt.Errorf("verify: discovery: %w", err)
 	}
 	return doc.JWKSURI, nil
+}
+
+// ErrInsecureJWKSURI: an https issuer's discovery document names a jwks_uri
+// that is not https (or a fetch was redirected off https).
+var ErrInsecureJWKSURI = errors.New("verify: an https issuer's keys must be fetched over https")
+
+// checkJWKSURI requires an absolute http(s) URL with a host, and https when
+// the issuer is https.
+func checkJWKSURI(issuer, jwksURI string) error {
+	u, err := neturl.Parse(jwksURI)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return fmt.Errorf("jwks_uri %q is not an absolute http(s) URL", jwksURI)
+	}
+	if httpsOnly(issuer) && u.Scheme != "https" {
+		return fmt.Errorf("%w: jwks_uri %q", ErrInsecureJWKSURI, jwksURI)
+	}
+	return nil
+}
+
+// httpsOnly says whether every fetch for issuer must stay on https.
+func httpsOnly(issuer string) bool {
+	u, err := neturl.Parse(issuer)
+	return err == nil && u.Scheme == "https"
+}
+
+// maxRedirects is net/http's own default limit.
+const maxRedirects = 10
+
+// guardRedirects returns a copy of c that, for an https issuer, refuses a
+// redirect off https before following it (one would undo the jwks_uri
+// check), then applies c's own redirect policy or net/http's default.
+func guardRedirects(c *http.Client, issuer string) *http.Client {
+	if !httpsOnly(issuer) {
+		return c
+	}
+	guarded := *c
+	next := c.CheckRedirect
+	guarded.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if req.URL.Scheme != "https" {
+			return fmt.Errorf("%w: redirected to %s", ErrInsecureJWKSURI, req.URL.Redacted())
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= maxRedirects {
+			return fmt.Errorf("stopped after %d redirects", maxRedirects)
+		}
+		return nil
+	}
+	return &guarded
 }
 
 // answer is one fetched document with what its headers say about caching.
@@ -115,6 +171,12 @@ func cacheControl(values []string) (maxAge time.Duration, ok, forbids bool) {
 // remoteKeys is a jwkset.Storage whose contents follow the issuer's JWKS:
 // KeyRead refreshes a stale set first and refetches once on an unknown kid
 // (rate-limited). Concurrent refreshes collapse into one request.
+//
+// While the issuer fails, fetches back off: after the n-th failure in a row
+// none starts for MinRefresh·2^(n-1), capped at MaxBackoff. Meanwhile the
+// stale set is served (within StaleIfError) and no request waits for the
+// issuer: only the first failure after expiry is waited for, later retries
+// run in the background.
 type remoteKeys struct {
 	*jwkset.MemoryJWKSet
 	url     string
@@ -129,6 +191,11 @@ type remoteKeys struct {
 	fetchedAt time.Time // last successful fetch or revalidation
 	expires   time.Time
 	algs      []string
+	// failures counts the fetches that failed since the last success;
+	// retryAt is when the next may start, lastErr why the last one failed.
+	failures int
+	retryAt  time.Time
+	lastErr  error
 }
 
 var _ jwkset.Storage = (*remoteKeys)(nil)
@@ -143,9 +210,10 @@ func newRemoteKeys(url string, cfg Config) *remoteKeys {
 }
 
 // KeyRead finds kid in a fresh enough set; an unknown kid triggers one
-// refetch when the rate limit allows, since the issuer may have rotated.
-// Over the limit, a request still waits for a fetch already running (one
-// that another request with the same new kid started).
+// refetch when the rate limit and the backoff allow, since the issuer may
+// have rotated. Over the limit, a request still waits for a fetch already
+// running (one that another request with the same new kid started), unless
+// the issuer is failing: then it answers from the stored set at once.
 func (r *remoteKeys) KeyRead(ctx context.Context, kid string) (jwkset.JWK, error) {
 	if err := r.ensureFresh(ctx); err != nil {
 		return jwkset.JWK{}, err
@@ -154,12 +222,19 @@ func (r *remoteKeys) KeyRead(ctx context.Context, kid string) (jwkset.JWK, error
 	if !errors.Is(err, jwkset.ErrKeyNotFound) {
 		return jwk, err
 	}
-	joined, ferr := r.join(ctx, func() bool { return r.unknown.AllowN(r.cfg.Now(), 1) })
-	if !joined {
+	now := r.cfg.Now()
+	r.mu.Lock()
+	f := r.inflight
+	if f == nil && !now.Before(r.retryAt) && r.unknown.AllowN(now, 1) {
+		f = r.startLocked(ctx)
+	}
+	failing := r.failures > 0
+	r.mu.Unlock()
+	if f == nil || failing {
 		// A fetch may have ended since the first read: its set is stored.
 		return r.MemoryJWKSet.KeyRead(ctx, kid)
 	}
-	if ferr != nil {
+	if ferr := f.wait(ctx); ferr != nil {
 		return jwkset.JWK{}, fmt.Errorf("unknown kid, refetch failed: %w", ferr)
 	}
 	return r.MemoryJWKSet.KeyRead(ctx, kid)
@@ -175,21 +250,38 @@ func (r *remoteKeys) algorithms(ctx context.Context) ([]string, error) {
 	return slices.Clone(r.algs), nil
 }
 
-// ensureFresh refreshes an expired set. If that fails, the old set is used
-// until StaleIfError past its expiry, then ErrKeysUnavailable.
+// ensureFresh refreshes an expired set. The first refresh after expiry is
+// waited for, so a key the issuer dropped stops verifying at max-age. Once
+// a refresh failed, the old set is used until StaleIfError past its expiry
+// without waiting: retries start only after the backoff, in the background.
+// Past StaleIfError: ErrKeysUnavailable.
 func (r *remoteKeys) ensureFresh(ctx context.Context) error {
-	r.mu.Lock()
-	expires, fetchedAt := r.expires, r.fetchedAt
-	r.mu.Unlock()
 	now := r.cfg.Now()
-	if now.Before(expires) {
+	r.mu.Lock()
+	if now.Before(r.expires) {
+		r.mu.Unlock()
 		return nil
 	}
-	err := r.refresh(ctx)
-	if err == nil {
+	stale := r.cfg.StaleIfError > 0 && now.Before(r.expires.Add(r.cfg.StaleIfError)) && !r.fetchedAt.IsZero()
+	f := r.inflight
+	if f == nil && now.Before(r.retryAt) {
+		err := r.lastErr
+		r.mu.Unlock()
+		if stale {
+			return nil
+		}
+		return fmt.Errorf("%w: backing off after: %w", ErrKeysUnavailable, err)
+	}
+	if f == nil {
+		f = r.startLocked(ctx)
+	}
+	background := stale && r.failures > 0
+	r.mu.Unlock()
+	if background {
 		return nil
 	}
-	if r.cfg.StaleIfError > 0 && now.Before(expires.Add(r.cfg.StaleIfError)) && !fetchedAt.IsZero() {
+	err := f.wait(ctx)
+	if err == nil || stale {
 		return nil
 	}
 	return fmt.Errorf("%w: %w", ErrKeysUnavailable, err)
@@ -198,8 +290,13 @@ func (r *remoteKeys) ensureFresh(ctx context.Context) error {
 // refresh fetches the JWKS (conditionally, with the last ETag) and replaces
 // the set, or waits for the fetch already running.
 func (r *remoteKeys) refresh(ctx context.Context) error {
-	_, err := r.join(ctx, func() bool { return true })
-	return err
+	r.mu.Lock()
+	f := r.inflight
+	if f == nil {
+		f = r.startLocked(ctx)
+	}
+	r.mu.Unlock()
+	return f.wait(ctx)
 }
 
 // flight is one running fetch; err is set before done is closed.
@@ -208,35 +305,54 @@ type flight struct {
 	err  error
 }
 
-// join waits for the running fetch, or starts one when start (called under
-// the lock, so deciding and starting are one step) says so; joined is false
-// when it neither found nor started one. Parallel callers share one request,
-// and the fetch outlives any one caller's cancellation.
-func (r *remoteKeys) join(ctx context.Context, start func() bool) (joined bool, err error) {
-	r.mu.Lock()
-	f := r.inflight
-	if f == nil {
-		if !start() {
-			r.mu.Unlock()
-			return false, nil
-		}
-		f = &flight{done: make(chan struct{})}
-		r.inflight = f
-		go func() {
-			f.err = r.fetch(context.WithoutCancel(ctx))
-			r.mu.Lock()
-			r.inflight = nil
-			r.mu.Unlock()
-			close(f.done)
-		}()
-	}
-	r.mu.Unlock()
+// wait returns the fetch's error, or ctx's if ctx ends first (the fetch
+// goes on for the others).
+func (f *flight) wait(ctx context.Context) error {
 	select {
 	case <-f.done:
-		return true, f.err
+		return f.err
 	case <-ctx.Done():
-		return true, ctx.Err()
+		return ctx.Err()
 	}
+}
+
+// startLocked starts a fetch; r.mu must be held and no fetch running, so
+// deciding and starting are one step and parallel callers share one
+// request. The fetch outlives any one caller's cancellation, and its end
+// records the success or moves the backoff.
+func (r *remoteKeys) startLocked(ctx context.Context) *flight {
+	f := &flight{done: make(chan struct{})}
+	r.inflight = f
+	go func() {
+		f.err = r.fetch(context.WithoutCancel(ctx))
+		now := r.cfg.Now()
+		r.mu.Lock()
+		r.inflight = nil
+		if f.err != nil {
+			r.failures++
+			r.lastErr = f.err
+			r.retryAt = now.Add(r.backoff(r.failures))
+		} else {
+			r.failures, r.lastErr, r.retryAt = 0, nil, time.Time{}
+		}
+		r.mu.Unlock()
+		close(f.done)
+	}()
+	return f
+}
+
+// backoff is how long to wait after the n-th failed fetch in a row:
+// MinRefresh doubled per failure, at most MaxBackoff.
+func (r *remoteKeys) backoff(n int) time.Duration {
+	d := r.cfg.MinRefresh
+	for i := 1; i < n && d < r.cfg.MaxBackoff; i++ {
+		if d > r.cfg.MaxBackoff/2 { // doubling would pass the cap (or overflow)
+			d = r.cfg.MaxBackoff
+			break
+		}
+		d *= 2
+	}
+	return max(min(d, r.cfg.MaxBackoff), r.cfg.MinRefresh)
 }
 
 func (r *remoteKeys) fetch(ctx context.Context) error {

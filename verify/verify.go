@@ -2,9 +2,11 @@
 // access tokens offline. Given the issuer and the appids it serves, it
 // discovers the JWKS from the issuer's metadata, keeps it cached as the
 // issuer's Cache-Control and ETag say, refetches (rate-limited, collapsed)
-// when a token names an unknown kid, pins the algorithms to those of the
-// published keys, and checks iss, aud, typ (at+jwt), exp, nbf and iat with a
-// leeway. Handlers receive typed Claims.
+// when a token names an unknown kid, backs off while the issuer fails
+// (serving the stale set meanwhile), refuses malformed tokens before any
+// key lookup, pins the algorithms to those of the published keys, and
+// checks iss, aud, typ (at+jwt), exp, nbf and iat with a leeway. Handlers
+// receive typed Claims.
 //
 // Key parsing and the key lookup are MicahParks/jwkset and keyfunc; token
 // parsing and claim checks are golang-jwt v5. This package adds what they
@@ -13,6 +15,8 @@ package verify
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -35,6 +39,7 @@ const (
 	DefaultMinRefresh         = 5 * time.Second
 	DefaultUnknownKIDInterval = 10 * time.Second
 	DefaultStaleIfError       = 10 * time.Minute
+	DefaultMaxBackoff         = time.Minute
 	DefaultHTTPTimeout        = 10 * time.Second
 	// MaxTokenBytes bounds what Verify parses; wxtoken's tokens are far smaller.
 	MaxTokenBytes = 4096
@@ -71,6 +76,8 @@ type Config struct {
 	// AppIDs are the audiences this service accepts (the mini programs it serves).
 	AppIDs []string
 	// Client makes every HTTP request. Default: a client with HTTPTimeout.
+	// For an https Issuer, a copy of it is used that refuses redirects off
+	// https.
 	Client *http.Client
 	// HTTPTimeout bounds each fetch. Default 10 s.
 	HTTPTimeout time.Duration
@@ -86,11 +93,16 @@ type Config struct {
 	// issuer dropped (emergency rotation) is still accepted here. Default 1 h.
 	MaxMaxAge time.Duration
 	// MinRefresh is the least time between two fetches made because the
-	// cache expired (max-age=0 does not mean a fetch per request). Default 5 s.
+	// cache expired (max-age=0 does not mean a fetch per request), and the
+	// first wait after a failed fetch. Default 5 s.
 	MinRefresh time.Duration
 	// UnknownKIDInterval rate-limits refetches caused by unknown kids, so
 	// forged kids cannot make this service hammer the issuer. Default 10 s.
 	UnknownKIDInterval time.Duration
+	// MaxBackoff caps the wait between fetches while the issuer fails: the
+	// wait starts at MinRefresh and doubles per failure up to this, so the
+	// keys refresh at most this long after the issuer is back. Default 1 min.
+	MaxBackoff time.Duration
 	// StaleIfError is how long past its max-age a cached JWKS is still used
 	// while the issuer cannot be reached. Default 10 min; negative: never.
 	StaleIfError time.Duration
@@ -176,6 +188,7 @@ func (c *Config) defaults() error {
 	if c.Client == nil {
 		c.Client = &http.Client{Timeout: c.HTTPTimeout}
 	}
+	c.Client = guardRedirects(c.Client, c.Issuer)
 	if c.Leeway == 0 {
 		c.Leeway = DefaultLeeway
 	}
@@ -203,6 +216,9 @@ func (c *Config) defaults() error {
 	if c.UnknownKIDInterval <= 0 {
 		c.UnknownKIDInterval = DefaultUnknownKIDInterval
 	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = DefaultMaxBackoff
+	}
 	if c.StaleIfError == 0 {
 		c.StaleIfError = DefaultStaleIfError
 	}
@@ -219,6 +235,12 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	if len(raw) > MaxTokenBytes {
 		return nil, fmt.Errorf("%w: %d bytes, over the %d limit", ErrInvalidToken, len(raw), MaxTokenBytes)
 	}
+	// Malformed tokens are refused before the keys are touched, so garbage
+	// never makes this service fetch from the issuer.
+	alg, err := v.precheck(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+	}
 	algs, err := v.keys.algorithms(ctx)
 	if err != nil {
 		return nil, err
@@ -226,6 +248,9 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	pinned := slices.DeleteFunc(algs, func(a string) bool { return !slices.Contains(v.allow, a) })
 	if len(pinned) == 0 {
 		return nil, fmt.Errorf("%w: the issuer publishes no key of an accepted algorithm", ErrKeysUnavailable)
+	}
+	if !slices.Contains(pinned, alg) {
+		return nil, fmt.Errorf("%w: alg is not one of the published keys'", ErrInvalidToken)
 	}
 	var c wireClaims
 	_, err = v.parser(pinned).ParseWithClaims(raw, &c, v.keyfunc(ctx))
@@ -254,23 +279,64 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	}, nil
 }
 
-// keyfunc checks the header before the key lookup: typ must be at+jwt, a kid
-// is required (no trying every key), and headers that point elsewhere for
-// keys are refused, never followed.
+// precheck reads what it can of raw without keys: three base64url parts, a
+// JSON object header that passes checkHeader with an accepted alg, and a
+// JSON payload. It returns the header's alg.
+func (v *Verifier) precheck(raw string) (string, error) {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return "", errors.New("not three dot-separated parts")
+	}
+	var seg [3][]byte
+	for i, p := range parts {
+		b, err := base64.RawURLEncoding.Strict().DecodeString(p)
+		if err != nil || len(b) == 0 {
+			return "", fmt.Errorf("part %d is not non-empty base64url", i+1)
+		}
+		seg[i] = b
+	}
+	var header map[string]any
+	if err := json.Unmarshal(seg[0], &header); err != nil || header == nil {
+		return "", errors.New("header is not a JSON object")
+	}
+	if err := checkHeader(header); err != nil {
+		return "", err
+	}
+	alg, _ := header["alg"].(string)
+	if !slices.Contains(v.allow, alg) {
+		return "", errors.New("alg is not accepted")
+	}
+	if !json.Valid(seg[1]) {
+		return "", errors.New("payload is not JSON")
+	}
+	return alg, nil
+}
+
+// checkHeader: typ must be at+jwt, a kid is required (no trying every key),
+// and headers that point elsewhere for keys are refused, never followed.
+func checkHeader(h map[string]any) error {
+	for _, name := range []string{"jku", "x5u", "jwk", "x5c", "crit"} {
+		if _, ok := h[name]; ok {
+			return fmt.Errorf("header %q is not accepted", name)
+		}
+	}
+	typ, _ := h["typ"].(string)
+	if !strings.EqualFold(typ, TokenType) && !strings.EqualFold(typ, "application/"+TokenType) {
+		return errors.New("typ is not at+jwt")
+	}
+	if kid, _ := h["kid"].(string); kid == "" || len(kid) > 128 {
+		return errors.New("missing or over-long kid")
+	}
+	return nil
+}
+
+// keyfunc checks the header again (it is the one golang-jwt parsed) before
+// the key lookup.
 func (v *Verifier) keyfunc(ctx context.Context) jwt.Keyfunc {
 	lookup := v.kf.KeyfuncCtx(ctx)
 	return func(t *jwt.Token) (any, error) {
-		for _, h := range []string{"jku", "x5u", "jwk", "x5c", "crit"} {
-			if _, ok := t.Header[h]; ok {
-				return nil, fmt.Errorf("header %q is not accepted", h)
-			}
-		}
-		typ, _ := t.Header["typ"].(string)
-		if !strings.EqualFold(typ, TokenType) && !strings.EqualFold(typ, "application/"+TokenType) {
-			return nil, errors.New("typ is not at+jwt")
-		}
-		if kid, _ := t.Header["kid"].(string); kid == "" || len(kid) > 128 {
-			return nil, errors.New("missing or over-long kid")
+		if err := checkHeader(t.Header); err != nil {
+			return nil, err
 		}
 		return lookup(t)
 	}
