@@ -278,6 +278,15 @@ func (s *Service) Issue(_ context.Context, id Identity) (Issued, error) {
 		if at := id.AuthTime.Truncate(time.Second); at.Before(now) {
 			authTime = at
 		}
+		// A renewal never outlives the login by more than MaxLifetime (and
+		// the leeway): a stolen token renewed just before the limit expires
+		// with it, instead of living a whole TTL beyond.
+		if limit := authTime.Add(MaxLifetime + s.cfg.Leeway); exp.After(limit) {
+			if !limit.After(now) {
+				return Issued{}, fmt.Errorf("token: issue: login %v ago: %w", now.Sub(authTime), ErrLoginTooOld)
+			}
+			exp, ttl = limit, limit.Sub(now)
+		}
 	}
 	c := claims{
 		RegisteredClaims: jwt.RegisteredClaims{

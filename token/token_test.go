@@ -408,6 +408,12 @@ func TestAuthTime(t *testing.T) {
 		if sess, err = s.Verify(ctx, renewed.Token); err != nil {
 			t.Fatal(err)
 		}
+		// Capped at the login plus MaxLifetime (and the leeway), never a
+		// whole TTL beyond it.
+		if limit := login.Add(token.MaxLifetime + 30*time.Second); renewed.ExpiresAt.After(limit) ||
+			!sess.ExpiresAt.Equal(renewed.ExpiresAt) || renewed.ExpiresIn != renewed.ExpiresAt.Sub(clk.t) {
+			t.Errorf("renewal %v after login expires at %v (in %v), past the login's limit %v", after, renewed.ExpiresAt, renewed.ExpiresIn, limit)
+		}
 		if !sess.AuthTime.Equal(login) || !sess.IssuedAt.Equal(clk.t) {
 			t.Errorf("renewal %v after login: auth_time %v, iat %v; want %v, %v", after, sess.AuthTime, sess.IssuedAt, login, clk.t)
 		}
