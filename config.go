@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/wxtoken/wxtoken/secret"
+	"github.com/wxtoken/wxtoken/server"
 	"github.com/wxtoken/wxtoken/token"
 	"github.com/wxtoken/wxtoken/wechat"
 )
@@ -117,6 +118,47 @@ func (c *config) writeTimeout() time.Duration {
 // body is read: room for an access_token fetch with its retries and the
 // call it serves, and no more.
 func (c *config) requestTimeout() time.Duration { return wechat.MaxCallTime(c.WeChatTimeout) }
+
+// server maps the validated configuration onto the server's.
+func (c *config) server() server.Config {
+	sc := server.Config{
+		Issuer:              c.Issuer,
+		AppID:               c.AppID,
+		KeysDir:             c.KeysDir,
+		Retention:           c.retention(),
+		ReloadInterval:      c.ReloadInterval,
+		RotateEvery:         c.RotateEvery,
+		TokenTTL:            c.TokenTTL,
+		Leeway:              c.Leeway,
+		TokenCacheEntries:   c.TokenCacheEntries,
+		WeChatAPIBase:       c.APIBase,
+		WeChatTimeout:       c.WeChatTimeout,
+		UpstreamConcurrency: c.UpstreamConcurrency,
+		LoginRate:           c.LoginRate,
+		LoginBurst:          c.LoginBurst,
+		UserRate:            c.UserRate,
+		UserBurst:           c.UserBurst,
+		AuthFailRate:        c.AuthFailRate,
+		AuthFailBurst:       c.AuthFailBurst,
+		TrustedProxies:      c.TrustedProxies,
+		JWKSMaxAge:          c.JWKSMaxAge,
+		RequestTimeout:      c.requestTimeout(),
+		ReadHeaderTimeout:   c.readHeaderTimeout(),
+		ReadTimeout:         c.ReadTimeout,
+		WriteTimeout:        c.writeTimeout(),
+		IdleTimeout:         c.IdleTimeout,
+		MaxConns:            c.MaxConns,
+		OpenAPI:             openAPISpec,
+		Dev:                 c.Dev,
+		DevKeyAlg:           defaultSigningAlg,
+	}
+	if c.Dev {
+		// Only the emulator is told the secret; outside dev mode it
+		// reaches the WeChat client through the apps.
+		sc.DevSecret = c.Secret
+	}
+	return sc
+}
 
 // loadConfig reads the environment. Every problem is collected, so the
 // operator sees all of them at once instead of one per restart.

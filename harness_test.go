@@ -123,14 +123,14 @@ func mustRun(t testing.TB, e env, args ...string) string {
 	return out.String()
 }
 
-// server is a running 'wxtoken serve', in-process.
-type server struct {
+// running is a running 'wxtoken serve', in-process.
+type running struct {
 	URL  string
 	logs *logBuffer
 	stop func() error
 }
 
-func startServer(t testing.TB, e env, args ...string) *server {
+func startServer(t testing.TB, e env, args ...string) *running {
 	t.Helper()
 	logs := newLogBuffer()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -138,7 +138,7 @@ func startServer(t testing.TB, e env, args ...string) *server {
 	go func() {
 		done <- run(ctx, append([]string{"wxtoken", "serve"}, args...), e.getenv, io.Discard, logs)
 	}()
-	s := &server{logs: logs}
+	s := &running{logs: logs}
 	var once sync.Once
 	var stopErr error
 	s.stop = func() error {

@@ -2,10 +2,19 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	_ "embed"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
+
+	"github.com/wxtoken/wxtoken/keys"
+	"github.com/wxtoken/wxtoken/secret"
+	"github.com/wxtoken/wxtoken/server"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -114,4 +123,104 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (done bool, e
 		return true, errUsage
 	}
 	return false, nil
+}
+
+//go:embed openapi.yaml
+var openAPISpec []byte
+
+const serveUsage = `Usage: wxtoken serve [--dev] [flags]
+
+Runs the HTTP server. Needs WECHAT_APPID, WECHAT_SECRET (or WECHAT_SECRET_FILE), or WXTOKEN_APPS_FILE
+for several mini programs, and a keys directory made by 'wxtoken keys init'. With --dev it needs nothing: a built-in WeChat emulator answers instead of
+WeChat and keys are made on first use. See 'wxtoken --help' for every environment variable.
+
+Flags:
+`
+
+const devBanner = `
+  ************************************************************************
+  *  wxtoken DEV MODE: WeChat is EMULATED in this process.               *
+  *  Any code logs in. Keys are made on first use. Never use in production.
+  ************************************************************************
+`
+
+func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg := loadConfig(getenv)
+	fs := newFlagSet("serve", serveUsage, stdout, stderr)
+	cfg.serveFlags(fs)
+	if done, err := parseFlags(fs, args, stdout); done {
+		return err
+	}
+	cfg.markFlags(fs)
+	var emulatorLn net.Listener
+	if cfg.Dev {
+		// Dev overrides are made before validation, so the configuration
+		// is never changed once it has been checked.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("dev emulator: %w", err)
+		}
+		defer ln.Close()
+		var b [16]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return err
+		}
+		cfg.applyDev("http://"+ln.Addr().String(), secret.String(hex.EncodeToString(b[:])))
+		emulatorLn = ln
+	}
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	if err := cfg.resolveSecret(); err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+
+	if cfg.Dev {
+		fmt.Fprint(stderr, devBanner)
+	} else if cfg.AppsFile == "" && (cfg.AppID == "" || cfg.Secret.Empty()) {
+		return errors.New("WECHAT_APPID and WECHAT_SECRET (or WECHAT_SECRET_FILE), or WXTOKEN_APPS_FILE, must be set; for a first try without a WeChat account run: wxtoken serve --dev")
+	}
+	apps, watchApps, err := servedApps(cfg, logger)
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer ln.Close()
+	var metricsLn net.Listener
+	if cfg.MetricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			return fmt.Errorf("metrics listen: %w", err)
+		}
+		defer metricsLn.Close()
+	}
+	srv, err := server.New(cfg.server(), server.Deps{Logger: logger, Apps: apps, WatchApps: watchApps,
+		MetricsListener: metricsLn, Emulator: emulatorLn})
+	if errors.Is(err, keys.ErrNoKeys) {
+		return fmt.Errorf("no keys in %s: run 'wxtoken keys init' first (WXTOKEN_KEYS_DIR=%s)", cfg.KeysDir, cfg.KeysDir)
+	}
+	if err != nil {
+		return err
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	select {
+	case err := <-serveErr:
+		_ = srv.Shutdown(context.Background())
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down: draining in-flight requests", "grace", cfg.ShutdownGrace.String())
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	logger.Info("stopped")
+	return nil
 }

@@ -38,16 +38,14 @@ func (h *server) bearer(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		sess, err := h.cfg.Tokens.Verify(c.Request().Context(), raw)
 		if err != nil {
-			h.cfg.Logger.InfoContext(c.Request().Context(), "token refused",
-				"request_id", requestID(c), "reason", reasonOf(err))
+			h.cfg.Logger.InfoContext(c.Request().Context(), "token refused", "reason", reasonOf(err))
 			return invalidToken(err)
 		}
 		// A token for an app no longer served here is refused on every
 		// route, even with a good signature: its app was taken away.
 		app, ok := h.cfg.Apps.Lookup(sess.AppID)
 		if !ok {
-			h.cfg.Logger.InfoContext(c.Request().Context(), "token refused",
-				"request_id", requestID(c), "reason", "audience is not an app served here")
+			h.cfg.Logger.InfoContext(c.Request().Context(), "token refused", "reason", "audience is not an app served here")
 			return invalidToken(token.ErrInvalid)
 		}
 		c.Set(sessionKey, sess)

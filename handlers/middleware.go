@@ -9,13 +9,6 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
-const requestIDKey = "wxtoken.request_id"
-
-func requestID(c echo.Context) string {
-	id, _ := c.Get(requestIDKey).(string)
-	return id
-}
-
 // accessLog writes one line per request. It logs the route pattern, never
 // the URL's query, headers or body: those carry codes, tokens and user data.
 func (h *server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
@@ -28,7 +21,6 @@ func (h *server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		status := c.Response().Status
 		attrs := []any{
-			"request_id", requestID(c),
 			"method", c.Request().Method,
 			"route", c.Path(),
 			"status", status,
@@ -59,8 +51,7 @@ func (h *server) recoverer(next echo.HandlerFunc) echo.HandlerFunc {
 			if r := recover(); r != nil {
 				buf := make([]byte, 4<<10)
 				buf = buf[:runtime.Stack(buf, false)]
-				h.cfg.Logger.ErrorContext(c.Request().Context(), "panic in handler",
-					"request_id", requestID(c), "route", c.Path(), "panic", fmt.Sprintf("%T", r), "stack", string(buf))
+				h.cfg.Logger.ErrorContext(c.Request().Context(), "panic in handler", "route", c.Path(), "panic", fmt.Sprintf("%T", r), "stack", string(buf))
 				err = fmt.Errorf("handlers: panic %T", r)
 			}
 		}()

@@ -233,8 +233,7 @@ func errorHandler(logger *slog.Logger) echo.HTTPErrorHandler {
 		}
 		p, known := problemFor(err)
 		if !known {
-			logger.ErrorContext(c.Request().Context(), "unhandled error",
-				"request_id", requestID(c), "route", c.Path(), "err", err.Error())
+			logger.ErrorContext(c.Request().Context(), "unhandled error", "route", c.Path(), "err", err.Error())
 			p = kindInternal.problem("The server failed to handle the request.")
 		}
 		writeProblem(c, p)

@@ -78,7 +78,7 @@ func (h *server) riskCheck(ctx context.Context, c echo.Context, app wechat.Crede
 	}
 	rank, err := h.cfg.WeChat.UserRiskRank(ctx, app, openid, c.RealIP())
 	if err != nil {
-		h.cfg.Logger.WarnContext(ctx, "risk check failed", "request_id", requestID(c), "appid", app.AppID,
+		h.cfg.Logger.WarnContext(ctx, "risk check failed", "appid", app.AppID,
 			"mode", policy.String(), "err", err.Error())
 		if policy.Mode == RiskFlag {
 			return nil, nil
@@ -87,7 +87,7 @@ func (h *server) riskCheck(ctx context.Context, c echo.Context, app wechat.Crede
 			withRetryAfter(time.Second)
 	}
 	if policy.Mode == RiskRefuse && rank >= policy.RefuseAt {
-		h.cfg.Logger.InfoContext(ctx, "login refused for risk", "request_id", requestID(c), "appid", app.AppID, "risk_rank", rank)
+		h.cfg.Logger.InfoContext(ctx, "login refused for risk", "appid", app.AppID, "risk_rank", rank)
 		return nil, kindRiskRefused.problem("This login was refused: WeChat rates the user's risk too high for this app.")
 	}
 	return &rank, nil

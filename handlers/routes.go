@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -106,9 +108,30 @@ type Config struct {
 	Metrics http.Handler
 }
 
-// New builds the echo server with every route. main serves it with its own
-// http.Server so timeouts and shutdown stay in one place.
-func New(cfg Config) (*echo.Echo, error) {
+// Route is one method and path the API serves, as registered: tests check
+// the table against openapi.yaml without knowing echo.
+type Route struct {
+	Method string
+	Path   string
+}
+
+// Handler is the whole HTTP API as an http.Handler, with its route table.
+// The server package serves it with its own http.Server so timeouts and
+// shutdown stay in one place, and echo stays inside this package.
+type Handler struct {
+	e      *echo.Echo
+	routes []Route
+}
+
+// ServeHTTP serves one request through echo's router and middleware.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.e.ServeHTTP(w, r) }
+
+// Routes is every method and path served, HEAD routes included; echo's
+// internal not-found entries are left out.
+func (h *Handler) Routes() []Route { return slices.Clone(h.routes) }
+
+// New builds the API with every route.
+func New(cfg Config) (*Handler, error) {
 	if cfg.Logger == nil || cfg.WeChat == nil || cfg.Tokens == nil || cfg.Apps == nil || cfg.JWKS == nil {
 		return nil, errors.New("handlers: logger, wechat, tokens, apps and jwks are required")
 	}
@@ -124,6 +147,8 @@ func New(cfg Config) (*echo.Echo, error) {
 	if cfg.Issuer != "" && cfg.Algorithms == nil {
 		return nil, errors.New("handlers: algorithms are required with an issuer")
 	}
+	// Every line logged with a request's context carries its id.
+	cfg.Logger = slog.New(LogHandler(cfg.Logger.Handler()))
 	h := &server{cfg: cfg, bind: newBinder()}
 
 	e := echo.New()
@@ -135,7 +160,9 @@ func New(cfg Config) (*echo.Echo, error) {
 
 	e.Pre(dropUnsafeRequestID)
 	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{
-		RequestIDHandler: func(c echo.Context, id string) { c.Set(requestIDKey, id) },
+		RequestIDHandler: func(c echo.Context, id string) {
+			c.SetRequest(c.Request().WithContext(withRequestID(c.Request().Context(), id)))
+		},
 	}))
 	e.Use(h.observe)
 	e.Use(h.accessLog)
@@ -175,7 +202,14 @@ func New(cfg Config) (*echo.Echo, error) {
 		e.POST("/dev/encrypt", h.devEncrypt, bearer)
 	}
 	h.routes = routeSet(e)
-	return e, nil
+	var table []Route
+	for _, r := range e.Routes() {
+		if strings.HasPrefix(r.Method, "echo_") {
+			continue
+		}
+		table = append(table, Route{Method: r.Method, Path: r.Path})
+	}
+	return &Handler{e: e, routes: table}, nil
 }
 
 type server struct {

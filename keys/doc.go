@@ -10,8 +10,9 @@
 // each file to a temporary name and renaming it, with the manifest
 // keyset.json renamed last as the commit point. Load never locks, so it
 // works on read-only mounts such as a Kubernetes Secret. Store holds the
-// live Ring for a running server and reloads it when the directory changes,
-// keeping the last good keys when the directory is broken. Every read of
+// live Ring for a running server; Store.Run keeps it current (polling the
+// directory, reloading on SIGHUP, rotating when a Policy says the keys are
+// due), keeping the last good keys when the directory is broken. Every read of
 // the directory is bounded: only regular files are read (a FIFO is refused
 // without blocking), each up to a size cap, by a load that runs outside
 // every lock and that Store waits for only so long; a directory, manifest

@@ -1,0 +1,106 @@
+package keys
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+)
+
+// Kind says what a key is for.
+type Kind string
+
+// The two kinds of keys.
+const (
+	Signing    Kind = "signing"
+	Encryption Kind = "encryption"
+)
+
+// State is where a key is in its life.
+type State string
+
+// A key's life: next → active → retired → gone.
+const (
+	Next    State = "next"
+	Active  State = "active"
+	Retired State = "retired"
+)
+
+// ManifestFile is the name of the manifest, the directory's commit point.
+const ManifestFile = "keyset.json"
+
+// ErrNoKeys means the directory holds no keys yet: run 'wxtoken keys init'.
+var ErrNoKeys = errors.New("keys: no keys in the directory")
+
+// entry is one key in the manifest.
+type entry struct {
+	KID       string     `json:"kid"`
+	Kind      Kind       `json:"kind"`
+	Alg       string     `json:"alg"`
+	State     State      `json:"state"`
+	File      string     `json:"file"`
+	Created   time.Time  `json:"created"`
+	Activated *time.Time `json:"activated,omitempty"`
+	Retired   *time.Time `json:"retired,omitempty"`
+}
+
+type manifest struct {
+	Version int     `json:"version"`
+	Keys    []entry `json:"keys"`
+}
+
+// KeyInfo describes a key for listings; it carries no key material.
+type KeyInfo struct {
+	KID       string
+	Kind      Kind
+	Alg       string
+	State     State
+	Created   time.Time
+	Activated *time.Time
+	Retired   *time.Time
+	// PruneAfter is when a retired key can go: retired + retention.
+	PruneAfter *time.Time
+}
+
+func infos(es []entry, retention time.Duration) []KeyInfo {
+	out := make([]KeyInfo, 0, len(es))
+	for _, e := range es {
+		k := KeyInfo{KID: e.KID, Kind: e.Kind, Alg: e.Alg, State: e.State, Created: e.Created,
+			Activated: e.Activated, Retired: e.Retired}
+		if e.State == Retired && e.Retired != nil {
+			t := e.Retired.Add(retention)
+			k.PruneAfter = &t
+		}
+		out = append(out, k)
+	}
+	return out
+}
+
+// expired reports whether e is a retired key past its retention.
+func expired(e entry, retention time.Duration, now time.Time) bool {
+	return e.State == Retired && e.Retired != nil && !now.Before(e.Retired.Add(retention))
+}
+
+func (d *Dir) readManifest() (manifest, error) {
+	b, _, err := d.readManifestFile()
+	if err != nil {
+		return manifest{}, err
+	}
+	var m manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return manifest{}, fmt.Errorf("keys: %s is corrupt: %w", ManifestFile, err)
+	}
+	if m.Version != 1 {
+		return manifest{}, fmt.Errorf("keys: %s: unknown version %d", ManifestFile, m.Version)
+	}
+	return m, nil
+}
+
+func (d *Dir) writeManifest(m manifest) error {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return fmt.Errorf("keys: encode manifest: %w", err)
+	}
+	return writeAtomic(filepath.Join(d.path, ManifestFile), append(b, '\n'))
+}
