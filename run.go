@@ -186,11 +186,6 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	defer ln.Close()
 	var metricsLn net.Listener
 	if cfg.MetricsAddr != "" {
 		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
@@ -198,6 +193,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		}
 		defer metricsLn.Close()
 	}
+	// The keys load before the API port opens: a first run's "no keys"
+	// advice is never hidden behind a busy port, and no client waits in
+	// the accept queue of a server that then fails to start.
 	srv, err := server.New(cfg.server(), server.Deps{Logger: logger, Apps: apps, WatchApps: watchApps,
 		MetricsListener: metricsLn, Emulator: emulatorLn})
 	if errors.Is(err, keys.ErrNoKeys) {
@@ -206,12 +204,19 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer ln.Close()
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	select {
 	case err := <-serveErr:
-		_ = srv.Shutdown(context.Background())
+		stopCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+		defer cancel()
+		_ = srv.Shutdown(stopCtx)
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}

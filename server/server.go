@@ -123,8 +123,12 @@ type Server struct {
 
 	startOnce sync.Once
 	stopBG    context.CancelFunc
-	// hangup receives SIGHUP from the moment Serve starts, so none sent
-	// once the server is listening is missed.
+	// bg counts the background loops (keys, apps), so Shutdown returns only
+	// once a rotation or reload under way has finished.
+	bg sync.WaitGroup
+	// hangup receives SIGHUP from the moment Serve starts (before it logs
+	// "listening"), so none sent once the server listens is missed. Between
+	// New and Serve a SIGHUP still has its default effect: the process ends.
 	hangup chan os.Signal
 }
 
@@ -276,9 +280,11 @@ func (s *Server) start() {
 	}
 	s.hangup = make(chan os.Signal, 1)
 	signal.Notify(s.hangup, syscall.SIGHUP)
-	go s.store.Run(bg, keys.Policy{ReloadInterval: s.cfg.ReloadInterval, RotateEvery: s.cfg.RotateEvery, Hangup: s.hangup})
+	s.bg.Go(func() {
+		s.store.Run(bg, keys.Policy{ReloadInterval: s.cfg.ReloadInterval, RotateEvery: s.cfg.RotateEvery, Hangup: s.hangup})
+	})
 	if s.deps.WatchApps != nil {
-		go s.deps.WatchApps(bg)
+		s.bg.Go(func() { s.deps.WatchApps(bg) })
 	}
 }
 
@@ -295,6 +301,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.stopBG != nil {
 		s.stopBG()
 		signal.Stop(s.hangup)
+		done := make(chan struct{})
+		go func() { s.bg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
 	}
 	if s.metrics != nil {
 		_ = s.metrics.Close()
