@@ -20,25 +20,30 @@ func (h *server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 			c.Error(err)
 		}
 		status := c.Response().Status
-		attrs := []any{
-			"method", c.Request().Method,
-			"route", c.Path(),
-			"status", status,
-			"duration_ms", float64(time.Since(start).Microseconds()) / 1000,
-			"bytes", c.Response().Size,
-			"client_ip", c.RealIP(),
-		}
-		if p, ok := problemFor(err); ok && err != nil {
-			attrs = append(attrs, "problem", p.Type)
-			if p.Errcode != nil {
-				attrs = append(attrs, "errcode", *p.Errcode)
+		// slog.Attr values, not ...any: this runs on every request, and
+		// boxing each value into an interface would allocate.
+		attrs := make([]slog.Attr, 0, 8)
+		attrs = append(attrs,
+			slog.String("method", c.Request().Method),
+			slog.String("route", c.Path()),
+			slog.Int("status", status),
+			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+			slog.Int64("bytes", c.Response().Size),
+			slog.String("client_ip", c.RealIP()),
+		)
+		if err != nil {
+			if p, ok := problemFor(err); ok {
+				attrs = append(attrs, slog.String("problem", p.Type))
+				if p.Errcode != nil {
+					attrs = append(attrs, slog.Int("errcode", *p.Errcode))
+				}
 			}
 		}
 		level := slog.LevelInfo
 		if status >= 500 {
 			level = slog.LevelWarn
 		}
-		h.cfg.Logger.Log(c.Request().Context(), level, "request", attrs...)
+		h.cfg.Logger.LogAttrs(c.Request().Context(), level, "request", attrs...)
 		return nil
 	}
 }
