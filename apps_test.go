@@ -279,7 +279,7 @@ func TestAppsFileReload(t *testing.T) {
 
 	f.write(t, "apps:\n  - {appid: "+appA+", secret: \""+secretA+"\"}\n  - {appid: "+appB+", secret: \""+secretB+"\", token_ttl: 5m}\n")
 	var ans map[string]any
-	waitFor(t, "B served after the reload", func() bool {
+	eventually(t, 10*time.Second, "B served after the reload", func() bool {
 		c := loginApp(t, s.URL, appB, "fay~"+time.Now().Format("150405.000000000"))
 		if c.Status == http.StatusOK {
 			ans = c.json(t)
@@ -291,7 +291,7 @@ func TestAppsFileReload(t *testing.T) {
 	}
 
 	f.write(t, "apps:\n  - {appid: "+appA+", secret: \""+secretA+"\"}\n  - {appid: "+appB+", secert: typo}\n")
-	waitFor(t, "the bad file logged", func() bool {
+	eventually(t, 10*time.Second, "the bad file logged", func() bool {
 		return strings.Contains(s.logs.String(), "apps file invalid: keeping the last good apps")
 	})
 	for _, line := range strings.Split(s.logs.String(), "\n") {

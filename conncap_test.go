@@ -32,16 +32,6 @@ func keepAlive(t *testing.T, addr, path string) (net.Conn, *http.Response) {
 	return conn, resp
 }
 
-// waitFor polls cond until it holds, for at most 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
 // TestMaxConnsThroughServe: WXTOKEN_MAX_CONNS reaches the server: with a
 // cap of 3, a fourth keep-alive connection is served and one of the three
 // idle ones is closed.
@@ -60,7 +50,7 @@ func TestMaxConnsThroughServe(t *testing.T) {
 	// The fourth is served once the server has seen one of the three go
 	// idle (it marks them idle just after answering); until then a
 	// newcomer has nothing to shed and is closed.
-	waitFor(t, "a fourth connection to be served", func() bool {
+	eventually(t, 10*time.Second, "a fourth connection to be served", func() bool {
 		_, resp := keepAlive(t, addr, "/healthz")
 		return resp != nil && resp.StatusCode == 200
 	})
@@ -68,7 +58,7 @@ func TestMaxConnsThroughServe(t *testing.T) {
 	// business: here the server marks a connection idle just after the
 	// client has its answer, so under load the three may turn idle in any
 	// order.)
-	waitFor(t, "an idle connection to be shed", func() bool {
+	eventually(t, 10*time.Second, "an idle connection to be shed", func() bool {
 		for _, c := range conns {
 			_ = c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 			if _, err := c.Read(make([]byte, 1)); err != nil {

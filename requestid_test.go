@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestRequestIDOnEveryLogLine: the id a client sends in X-Request-Id is on
@@ -60,7 +61,7 @@ func TestRequestIDOnEveryLogLine(t *testing.T) {
 		{"access log of a refused bearer", "request", "rid-bearer-1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			waitFor(t, tc.msg+" with "+tc.id, func() bool { return logged(t, tc.msg, tc.id) })
+			eventually(t, 10*time.Second, tc.msg+" with "+tc.id, func() bool { return logged(t, tc.msg, tc.id) })
 		})
 	}
 }
