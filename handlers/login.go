@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"strings"
@@ -53,10 +54,16 @@ func (h *server) login(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	issued, err := h.cfg.Tokens.Issue(ctx, token.Identity{
+	return h.answerToken(ctx, c, token.Identity{
 		AppID: app.AppID, OpenID: sess.OpenID, UnionID: sess.UnionID, SessionKey: sess.SessionKey,
 		RiskRank: rank, TTL: policy.TokenTTL,
 	})
+}
+
+// answerToken issues a token for id and answers it, never to be cached: the
+// answer of /v1/login and of /v1/session/reset.
+func (h *server) answerToken(ctx context.Context, c echo.Context, id token.Identity) error {
+	issued, err := h.cfg.Tokens.Issue(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -65,9 +72,9 @@ func (h *server) login(c echo.Context) error {
 		AccessToken: issued.Token,
 		TokenType:   "Bearer",
 		ExpiresIn:   int64(issued.ExpiresIn.Seconds()),
-		OpenID:      sess.OpenID,
-		UnionID:     sess.UnionID,
-		RiskRank:    rank,
+		OpenID:      id.OpenID,
+		UnionID:     id.UnionID,
+		RiskRank:    id.RiskRank,
 	})
 }
 

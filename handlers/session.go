@@ -1,8 +1,6 @@
 package handlers
 
 import (
-	"net/http"
-
 	"github.com/labstack/echo/v4"
 
 	"github.com/wxtoken/wxtoken/token"
@@ -33,21 +31,9 @@ func (h *server) sessionReset(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	issued, err := h.cfg.Tokens.Issue(ctx, token.Identity{
+	return h.answerToken(ctx, c, token.Identity{
 		AppID: s.AppID, OpenID: s.OpenID, UnionID: s.UnionID, SessionKey: sk,
 		RiskRank: s.RiskRank, TTL: h.cfg.Apps.Policy(s.AppID).TokenTTL, AuthTime: s.AuthTime,
-	})
-	if err != nil {
-		return err
-	}
-	c.Response().Header().Set("Cache-Control", "no-store")
-	return c.JSON(http.StatusOK, loginResponse{
-		AccessToken: issued.Token,
-		TokenType:   "Bearer",
-		ExpiresIn:   int64(issued.ExpiresIn.Seconds()),
-		OpenID:      s.OpenID,
-		UnionID:     s.UnionID,
-		RiskRank:    s.RiskRank,
 	})
 }
 
