@@ -218,10 +218,12 @@ func (h *server) limitAuthFailures(bearer echo.MiddlewareFunc) echo.MiddlewareFu
 			return raw != "" && cached.Cached(raw)
 		}
 		return func(c echo.Context) error {
-			if known(c) {
+			refund, ok := l.takeClient(c.RealIP())
+			if !ok && known(c) {
+				// Asked only once the budget is spent, so a normal bearer
+				// call hashes its token once (in Verify), not twice.
 				return guarded(c)
 			}
-			refund, ok := l.takeClient(c.RealIP())
 			if !ok {
 				h.cfg.Observer.RateLimited(LimiterAuthFail)
 				return kindRateLimited.problem("Too many failed authentications from this address. " +
