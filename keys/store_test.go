@@ -47,12 +47,8 @@ func TestNewStoreErrors(t *testing.T) {
 // when it does not; an explicit Reload always reports its failure.
 func TestStoreLogsChangesOnce(t *testing.T) {
 	d, _ := newDir(t, "ES256")
-	var logs syncbuf.Buffer
-	s, err := keys.NewStore(d, retention, slog.New(slog.NewJSONHandler(&logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Reload(); err != nil || count(&logs, `"level":"INFO"`) != 0 {
+	s, logs := loggedStore(t, d)
+	if err := s.Reload(); err != nil || count(logs, `"level":"INFO"`) != 0 {
 		t.Fatalf("unchanged reload: %v, logs %s", err, logs.String())
 	}
 	if err := d.Rotate(false); err != nil {
@@ -61,7 +57,7 @@ func TestStoreLogsChangesOnce(t *testing.T) {
 	if err := s.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	if count(&logs, `"level":"INFO"`) != 1 || !strings.Contains(logs.String(), s.Current().SigningKey().KID) {
+	if count(logs, `"level":"INFO"`) != 1 || !strings.Contains(logs.String(), s.Current().SigningKey().KID) {
 		t.Errorf("rotation not logged with its kids: %s", logs.String())
 	}
 	manifest := filepath.Join(d.Path(), "keyset.json")
@@ -73,7 +69,7 @@ func TestStoreLogsChangesOnce(t *testing.T) {
 			t.Errorf("Reload without a manifest: %v, want ErrNoKeys", err)
 		}
 	}
-	if n := count(&logs, `"level":"ERROR"`); n != 2 {
+	if n := count(logs, `"level":"ERROR"`); n != 2 {
 		t.Errorf("%d errors logged for two failed explicit reloads, want 2", n)
 	}
 	if s.Current() == nil {
@@ -86,11 +82,7 @@ func TestStoreLogsChangesOnce(t *testing.T) {
 // server keeps the last good keys throughout.
 func TestWatchLogsBrokenDirectoryOncePerContent(t *testing.T) {
 	d, _ := newDir(t, "ES256")
-	var logs syncbuf.Buffer
-	s, err := keys.NewStore(d, retention, slog.New(slog.NewJSONHandler(&logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, logs := loggedStore(t, d)
 	good := s.Current()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -108,9 +100,9 @@ func TestWatchLogsBrokenDirectoryOncePerContent(t *testing.T) {
 		if err := os.Rename(tmp, manifest); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "an error is logged", func() bool { return count(&logs, `"level":"ERROR"`) == i+1 })
+		eventually(t, "an error is logged", func() bool { return count(logs, `"level":"ERROR"`) == i+1 })
 		time.Sleep(400 * time.Millisecond) // many ticks
-		if n := count(&logs, `"level":"ERROR"`); n != i+1 {
+		if n := count(logs, `"level":"ERROR"`); n != i+1 {
 			t.Errorf("%d errors after broken manifest %d, want %d (once per content)", n, i+1, i+1)
 		}
 		if s.Current() != good {
@@ -132,11 +124,11 @@ func TestWatchLogsBrokenDirectoryOncePerContent(t *testing.T) {
 	if err := os.Remove(active); err != nil {
 		t.Fatal(err)
 	}
-	errorsBefore := count(&logs, `"level":"ERROR"`) // counted first: Watch may log before Rotate returns
-	if err := d.Rotate(false); err != nil {         // manifest changes; its new ring cannot load
+	errorsBefore := count(logs, `"level":"ERROR"`) // counted first: Watch may log before Rotate returns
+	if err := d.Rotate(false); err != nil {        // manifest changes; its new ring cannot load
 		t.Fatal(err)
 	}
-	eventually(t, "the broken rotation is logged", func() bool { return count(&logs, `"level":"ERROR"`) > errorsBefore })
+	eventually(t, "the broken rotation is logged", func() bool { return count(logs, `"level":"ERROR"`) > errorsBefore })
 	if err := os.WriteFile(active, pem, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -195,11 +187,7 @@ func TestOversizedFilesAreRefusedUnread(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			d, _ := newDir(t, "ES256")
-			var logs syncbuf.Buffer
-			s, err := keys.NewStore(d, retention, slog.New(slog.NewJSONHandler(&logs, nil)))
-			if err != nil {
-				t.Fatal(err)
-			}
+			s, logs := loggedStore(t, d)
 			good := s.Current()
 			p := tc.target(d)
 			if err := os.Truncate(p, tc.size); err != nil {
@@ -268,11 +256,7 @@ func TestFIFOInKeysDirIsRefused(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			d, _ := newDir(t, "ES256")
-			var logs syncbuf.Buffer
-			s, err := keys.NewStore(d, retention, slog.New(slog.NewJSONHandler(&logs, nil)))
-			if err != nil {
-				t.Fatal(err)
-			}
+			s, logs := loggedStore(t, d)
 			good := s.Current()
 			path := tc.target(d, good)
 			saved, err := os.ReadFile(path)
@@ -349,11 +333,7 @@ func TestUnsafePermissionsAreRefusedOnEveryReload(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			d, _ := newDir(t, "ES256")
-			var logs syncbuf.Buffer
-			s, err := keys.NewStore(d, retention, slog.New(slog.NewJSONHandler(&logs, nil)))
-			if err != nil {
-				t.Fatal(err)
-			}
+			s, logs := loggedStore(t, d)
 			good := s.Current()
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
@@ -392,11 +372,7 @@ func TestForeignOwnerWarnsOnReload(t *testing.T) {
 		t.Skip("chown to another user needs root")
 	}
 	d, _ := newDir(t, "ES256")
-	var logs syncbuf.Buffer
-	s, err := keys.NewStore(d, retention, slog.New(slog.NewJSONHandler(&logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, logs := loggedStore(t, d)
 	if strings.Contains(logs.String(), `"level":"WARN"`) {
 		t.Fatalf("a fresh directory warns: %s", logs.String())
 	}
@@ -480,4 +456,15 @@ func TestOnReloadReportsOutcomes(t *testing.T) {
 	if len(got) != 2 || got[0] != nil || !errors.Is(got[1], keys.ErrNoKeys) {
 		t.Errorf("reload outcomes = %v, want [nil ErrNoKeys]", got)
 	}
+}
+
+// loggedStore loads d into a Store whose log lines go to the returned buffer.
+func loggedStore(t *testing.T, d *keys.Dir) (*keys.Store, *syncbuf.Buffer) {
+	t.Helper()
+	logs := new(syncbuf.Buffer)
+	s, err := keys.NewStore(d, retention, slog.New(slog.NewJSONHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, logs
 }
