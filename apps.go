@@ -31,12 +31,8 @@ const maxAppsFileBytes = 1 << 20
 // or digits. A typo caught at start beats a 40013 at the first login.
 var appIDPattern = regexp.MustCompile(`^wx[0-9A-Za-z]{16}$`)
 
-// appsFile is the apps file's exact shape (WXTOKEN_APPS_FILE).
-type appsFile struct {
-	Apps []appEntry `yaml:"apps" json:"apps"`
-}
-
-// appEntry is one app as written in the apps file.
+// appEntry is one app as written in the apps file (WXTOKEN_APPS_FILE,
+// `apps:` a list of these; decodeApps reads each entry on its own).
 type appEntry struct {
 	AppID      string `yaml:"appid" json:"appid"`
 	Secret     string `yaml:"secret" json:"secret"`
