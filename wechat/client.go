@@ -222,6 +222,12 @@ type singleUse struct{}
 func (singleUse) Read([]byte) (int, error) { return 0, io.EOF }
 func (singleUse) Close() error             { return nil }
 
+// WriteTo writes the empty body. Without it the Transport copies the body
+// through net.TCPConn.ReadFrom's generic path, which allocates a 32 KiB
+// buffer for every login; it changes nothing net/http may replay (that
+// depends on GetBody, which stays nil).
+func (singleUse) WriteTo(io.Writer) (int64, error) { return 0, nil }
+
 // unreplayable reports whether op's request must reach WeChat at most once,
 // so it goes out on the login client with a singleUse body: a login code is
 // single-use, and a resetusersessionkey replaces the key it is signed with,
