@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -19,39 +20,100 @@ const (
 // Several Authorization headers are a malformed request (400,
 // error="invalid_request"): picking one silently would let a proxy and
 // wxtoken disagree on who the caller is.
-func (h *server) bearer(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		authorization := c.Request().Header.Values(echo.HeaderAuthorization)
-		if len(authorization) > 1 {
-			p := kindInvalidRequest.problemf("Send one Authorization header; this request has %d.", len(authorization))
-			p.wwwAuthenticate = `Bearer realm="wxtoken", error="invalid_request", error_description="more than one Authorization header"`
-			return p
-		}
-		raw, given := bearerToken(c.Request().Header.Get(echo.HeaderAuthorization))
-		if !given {
-			p := kindUnauthorized.problem("Send the access token from /v1/login as Authorization: Bearer <token>.")
-			p.wwwAuthenticate = `Bearer realm="wxtoken"`
-			return p
-		}
-		if raw == "" {
-			return invalidToken(token.ErrInvalid)
-		}
-		sess, err := h.cfg.Tokens.Verify(c.Request().Context(), raw)
-		if err != nil {
-			h.cfg.Logger.InfoContext(c.Request().Context(), "token refused", "reason", reasonOf(err))
-			return invalidToken(err)
-		}
-		// A token for an app no longer served here is refused on every
-		// route, even with a good signature: its app was taken away.
-		app, ok := h.cfg.Apps.Lookup(sess.AppID)
-		if !ok {
-			h.cfg.Logger.InfoContext(c.Request().Context(), "token refused", "reason", "audience is not an app served here")
-			return invalidToken(token.ErrInvalid)
-		}
-		c.Set(sessionKey, sess)
-		c.Set(appKey, app)
-		return next(c)
+//
+// A token the service has already verified and still caches is answered
+// from the cache and touches no limiter: that is the hot path of every
+// bearer call. Any other token costs a signature check, so it first takes
+// one from the client's budget of failed authentications (failLimit, when
+// set) and gives it back unless the answer is a 401. Taking up front, not
+// after the check, keeps concurrent forgeries from all passing the check
+// before any of them is counted; many users behind one carrier NAT share an
+// address, and because good cached tokens never reach the budget, one of
+// them forging tokens cannot lock the others out.
+func (h *server) bearer(failLimit *keyedLimiter) echo.MiddlewareFunc {
+	cache, _ := h.cfg.Tokens.(tokenCache)
+	var retry time.Duration
+	if failLimit != nil {
+		retry = failLimit.retryAfter()
 	}
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			hdr := c.Request().Header
+			authorization := hdr.Values(echo.HeaderAuthorization)
+			if len(authorization) > 1 {
+				p := kindInvalidRequest.problemf("Send one Authorization header; this request has %d.", len(authorization))
+				p.wwwAuthenticate = `Bearer realm="wxtoken", error="invalid_request", error_description="more than one Authorization header"`
+				return p
+			}
+			raw, given := "", false
+			if len(authorization) == 1 {
+				raw, given = bearerToken(authorization[0])
+			}
+			if cache != nil && raw != "" {
+				if sess, ok := cache.Lookup(raw); ok {
+					if app, ok := h.cfg.Apps.Lookup(sess.AppID); ok {
+						return h.authenticated(c, next, sess, app)
+					}
+				}
+			}
+			var refund taken
+			if failLimit != nil {
+				var ok bool
+				if refund, ok = failLimit.takeClient(c.RealIP()); !ok {
+					h.cfg.Observer.RateLimited(LimiterAuthFail)
+					return kindRateLimited.problem("Too many failed authentications from this address. " +
+						"Log in again for a fresh token, then retry.").withRetryAfter(retry)
+				}
+			}
+			sess, app, err := h.authenticate(c, raw, given)
+			if !unauthorized(err) {
+				refund.refund()
+			}
+			if err != nil {
+				return err
+			}
+			return h.authenticated(c, next, sess, app)
+		}
+	}
+}
+
+// authenticate checks a token that is not in the cache: a 401 problem when
+// it is missing, malformed, invalid or for an app no longer served here (a
+// good signature does not help a token whose app was taken away).
+func (h *server) authenticate(c echo.Context, raw string, given bool) (*token.Session, wechat.Credentials, error) {
+	if !given {
+		p := kindUnauthorized.problem("Send the access token from /v1/login as Authorization: Bearer <token>.")
+		p.wwwAuthenticate = `Bearer realm="wxtoken"`
+		return nil, wechat.Credentials{}, p
+	}
+	if raw == "" {
+		return nil, wechat.Credentials{}, invalidToken(token.ErrInvalid)
+	}
+	ctx := c.Request().Context()
+	sess, err := h.cfg.Tokens.Verify(ctx, raw)
+	if err != nil {
+		h.cfg.Logger.InfoContext(ctx, "token refused", "reason", reasonOf(err))
+		return nil, wechat.Credentials{}, invalidToken(err)
+	}
+	app, ok := h.cfg.Apps.Lookup(sess.AppID)
+	if !ok {
+		h.cfg.Logger.InfoContext(ctx, "token refused", "reason", "audience is not an app served here")
+		return nil, wechat.Credentials{}, invalidToken(token.ErrInvalid)
+	}
+	return sess, app, nil
+}
+
+// authenticated runs the route for the verified session of app.
+func (h *server) authenticated(c echo.Context, next echo.HandlerFunc, sess *token.Session, app wechat.Credentials) error {
+	c.Set(sessionKey, sess)
+	c.Set(appKey, app)
+	return next(c)
+}
+
+// tokenCache is what a token service may offer to answer, without checking
+// a signature, a token it verified before (*token.Service does).
+type tokenCache interface {
+	Lookup(raw string) (*token.Session, bool)
 }
 
 // bearerToken takes the token out of an Authorization header. The scheme is

@@ -94,26 +94,22 @@ func (l *keyedLimiter) allowClient(ip string) bool {
 	return true
 }
 
-// take takes one token from each of the buckets of keys up front and
-// returns how to give them back. Checking first and spending after the work
-// would let concurrent requests all pass the check before any of them
-// spent; a request that turns out not to count calls refund instead.
 // bucketKey names one bucket: its key and its size relative to a client's.
 type bucketKey struct {
 	key   string
 	scale int
 }
 
-func (l *keyedLimiter) take(keys ...bucketKey) (refund func(), ok bool) {
+// take takes one token from each of the buckets of keys up front and
+// returns how to give them back (at most two keys: a
+// client's own bucket and its network's). Checking first and spending after the work
+// would let concurrent requests all pass the check before any of them
+// spent; a request that turns out not to count calls refund instead.
+func (l *keyedLimiter) take(keys ...bucketKey) (t taken, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	var taken []*rate.Reservation
-	undo := func(at time.Time) {
-		for _, r := range taken {
-			r.CancelAt(at)
-		}
-	}
+	t = taken{l: l, at: now}
 	for _, k := range keys {
 		if k.key == "" {
 			continue
@@ -121,23 +117,47 @@ func (l *keyedLimiter) take(keys ...bucketKey) (refund func(), ok bool) {
 		r := l.bucket(k.key, k.scale).ReserveN(now, 1)
 		if !r.OK() || r.DelayFrom(now) > 0 {
 			r.CancelAt(now)
-			undo(now)
-			return nil, false
+			t.cancel()
+			return taken{}, false
 		}
-		taken = append(taken, r)
+		t.rs[t.n] = r
+		t.n++
 	}
-	// The refund cancels at the reservation's own time: x/time/rate gives
-	// back nothing for a reservation whose time to act has passed.
-	return func() {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		undo(now)
-	}, true
+	return t, true
+}
+
+// taken is what take took, to refund; the zero value refunds nothing. A
+// value, not a closure over a slice, so the hot path allocates nothing for
+// it.
+type taken struct {
+	l  *keyedLimiter
+	at time.Time
+	rs [2]*rate.Reservation
+	n  int
+}
+
+// refund gives back what was taken. It cancels at the reservations' own
+// time: x/time/rate gives back nothing for a reservation whose time to act
+// has passed.
+func (t taken) refund() {
+	if t.l == nil {
+		return
+	}
+	t.l.mu.Lock()
+	defer t.l.mu.Unlock()
+	t.cancel()
+}
+
+// cancel cancels the reservations; the caller holds the limiter's lock.
+func (t taken) cancel() {
+	for _, r := range t.rs[:t.n] {
+		r.CancelAt(t.at)
+	}
 }
 
 // takeClient is take for the client at ip: its own bucket and, for IPv6,
 // its /48's.
-func (l *keyedLimiter) takeClient(ip string) (refund func(), ok bool) {
+func (l *keyedLimiter) takeClient(ip string) (taken, bool) {
 	host, wide := clientKeys(ip)
 	return l.take(bucketKey{host, 1}, bucketKey{wide, netMultiplier})
 }
@@ -182,60 +202,14 @@ func clientKeys(ip string) (host, wide string) {
 	return p64.String(), p48.String()
 }
 
-// authOKKey marks a request the bearer middleware let through.
-const authOKKey = "wxtoken.authenticated"
-
-// cachedTokens is what a token service may offer to tell, without checking
-// a signature, that it verified a token before (*token.Service does).
-type cachedTokens interface {
-	Cached(raw string) bool
-}
-
-// limitAuthFailures wraps the bearer middleware with a limiter of failed
-// authentications per client, built like the login limiter. A client whose
-// failures used up its bucket gets 429 before a new token is checked (the
-// check is the cost being limited), but a token the service has already
-// verified and cached still goes through: many users behind one carrier NAT
-// share an address, and one of them sending forged tokens must not lock the
-// others out. A request whose token is good never draws from the bucket.
-func (h *server) limitAuthFailures(bearer echo.MiddlewareFunc) echo.MiddlewareFunc {
+// authFailLimiter is the budget of failed bearer authentications per
+// client, built like the login limiter (see server.bearer); nil when the
+// limit is off.
+func (h *server) authFailLimiter() *keyedLimiter {
 	if h.cfg.AuthFailRate <= 0 {
-		return bearer
+		return nil
 	}
-	l := newKeyedLimiter(limiterEntries, h.cfg.AuthFailRate, h.cfg.AuthFailBurst, h.cfg.Now)
-	retry := l.retryAfter()
-	return func(next echo.HandlerFunc) echo.HandlerFunc {
-		guarded := bearer(func(c echo.Context) error {
-			c.Set(authOKKey, true)
-			return next(c)
-		})
-		cached, _ := h.cfg.Tokens.(cachedTokens)
-		known := func(c echo.Context) bool {
-			if cached == nil {
-				return false
-			}
-			raw, _ := bearerToken(c.Request().Header.Get(echo.HeaderAuthorization))
-			return raw != "" && cached.Cached(raw)
-		}
-		return func(c echo.Context) error {
-			refund, ok := l.takeClient(c.RealIP())
-			if !ok && known(c) {
-				// Asked only once the budget is spent, so a normal bearer
-				// call hashes its token once (in Verify), not twice.
-				return guarded(c)
-			}
-			if !ok {
-				h.cfg.Observer.RateLimited(LimiterAuthFail)
-				return kindRateLimited.problem("Too many failed authentications from this address. " +
-					"Log in again for a fresh token, then retry.").withRetryAfter(retry)
-			}
-			err := guarded(c)
-			if ok, _ := c.Get(authOKKey).(bool); ok || !unauthorized(err) {
-				refund()
-			}
-			return err
-		}
-	}
+	return newKeyedLimiter(limiterEntries, h.cfg.AuthFailRate, h.cfg.AuthFailBurst, h.cfg.Now)
 }
 
 // unauthorized reports whether err is a 401 problem: a failed authentication.
@@ -266,7 +240,7 @@ func (h *server) limitDecryptFailures() echo.MiddlewareFunc {
 			}
 			err := next(c)
 			if !errors.Is(err, wechat.ErrDecrypt) {
-				refund()
+				refund.refund()
 			}
 			return err
 		}

@@ -126,11 +126,11 @@ func TestTakeIsUpFrontAndRefundable(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
 	l := newKeyedLimiter(16, 0.01, 3, func() time.Time { return now })
 	for i := range 100 {
-		refund, ok := l.takeClient("192.0.2.1")
+		took, ok := l.takeClient("192.0.2.1")
 		if !ok {
 			t.Fatalf("take %d refused although every earlier one was refunded", i)
 		}
-		refund()
+		took.refund()
 	}
 	var held int
 	var wg sync.WaitGroup

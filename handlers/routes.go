@@ -190,7 +190,7 @@ func New(cfg Config) (*Handler, error) {
 
 	// The bearer middleware goes on each route, not on a group: a group
 	// with an empty prefix would also guard unknown routes (401, not 404).
-	bearer := h.limitAuthFailures(h.bearer)
+	bearer := h.bearer(h.authFailLimiter())
 	decryptLimit := h.limitDecryptFailures()
 	e.POST("/v1/decrypt", h.decrypt, bearer, decryptLimit)
 	e.POST("/v1/userinfo", h.userinfo, bearer, decryptLimit)

@@ -375,3 +375,48 @@ func TestCacheConcurrentUse(t *testing.T) {
 		t.Fatalf("%d wrong answers under concurrency", n)
 	}
 }
+
+// TestLookupAnswersOnlyWhatVerifyCached: Lookup, which checks no signature,
+// answers a token only after Verify proved it, and only while Verify would
+// still answer it from the cache: not once it expired, nor after an
+// emergency rotation, nor without a cache.
+func TestLookupAnswersOnlyWhatVerifyCached(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, 100)
+	tok := r.issue(t, "oUser1")
+	if _, ok := r.cached.Lookup(tok); ok {
+		t.Fatal("Lookup answered a token never verified")
+	}
+	want, err := r.cached.Verify(ctx, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok := r.cached.Lookup(tok)
+	if !ok || *got != *want {
+		t.Fatalf("Lookup after Verify = %+v, %v; want %+v", got, ok, want)
+	}
+	if _, ok := r.cached.Lookup(tok[:len(tok)-2] + "AA"); ok {
+		t.Fatal("Lookup answered another token string")
+	}
+	if _, ok := r.plain.Lookup(tok); ok {
+		t.Fatal("Lookup answered without a cache")
+	}
+
+	r.clock.set(r.clock.now().Add(tTTL + tLeeway + time.Second))
+	if _, ok := r.cached.Lookup(tok); ok {
+		t.Fatal("Lookup answered an expired token")
+	}
+
+	r = newRig(t, 100)
+	tok = r.issue(t, "oUser2")
+	if _, err := r.cached.Verify(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.dir.Rotate(true); err != nil {
+		t.Fatal(err)
+	}
+	r.reload(t)
+	if _, ok := r.cached.Lookup(tok); ok {
+		t.Fatal("Lookup answered a token of a key withdrawn by an emergency rotation")
+	}
+}

@@ -350,23 +350,33 @@ func (s *Service) Verify(_ context.Context, raw string) (*Session, error) {
 	return sess, err
 }
 
-// verifyRaw is Verify; cached says the answer came from the cache.
-// Cached reports whether raw is a token this service has verified and still
-// holds in its cache, valid now under the current keys. It checks no
-// signature, so it costs a hash and a lookup: a rate limiter asks it to let
-// good tokens through while it refuses the costly verification of new ones.
-func (s *Service) Cached(raw string) bool {
+// Lookup answers raw's session when it is a token this service has
+// verified and still holds in its cache, valid now under the current keys
+// and for an app still served; ok is false otherwise, and the caller must
+// Verify raw. It checks no signature, so it costs a hash and a lookup: the
+// bearer middleware asks it first, and spends the client's budget of failed
+// authentications only on tokens that need the costly check. A hit is
+// reported to Observe like Verify's cached answers.
+func (s *Service) Lookup(raw string) (sess *Session, ok bool) {
 	if s.cache == nil || len(raw) > MaxTokenBytes {
-		return false
+		return nil, false
 	}
 	ring := s.cfg.Keys.Current()
 	if ring == nil {
-		return false
+		return nil, false
 	}
 	v, ok := s.cache.get(cacheKey(raw), ring)
-	return ok && s.validate(&v.registered) == nil && (s.cfg.Accept == nil || s.cfg.Accept(v.sess.AppID))
+	if !ok || s.validate(&v.registered) != nil || (s.cfg.Accept != nil && !s.cfg.Accept(v.sess.AppID)) {
+		// Verify gives the reason, and drops an entry no longer valid.
+		return nil, false
+	}
+	if s.cfg.Observe != nil {
+		s.cfg.Observe(OutcomeCached)
+	}
+	return v.session(), true
 }
 
+// verifyRaw is Verify; cached says the answer came from the cache.
 func (s *Service) verifyRaw(raw string) (sess *Session, cached bool, err error) {
 	if len(raw) > MaxTokenBytes {
 		return nil, false, invalidAs(errMalformed, "token is %d bytes, over the %d limit", len(raw), MaxTokenBytes)
