@@ -448,6 +448,10 @@ func TestNoSecretsInDevLogs(t *testing.T) {
 	postJSON(t, s.URL+"/v1/session/check", tok, nil)
 	postJSON(t, s.URL+"/dev/encrypt", tok+"x", map[string]any{"nickName": "Zhang Wei"})
 
+	// Stopping writes out every batched line (see internal/logbuf).
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
 	logs := s.logs.String()
 	if !strings.Contains(logs, `"msg":"request"`) {
 		t.Fatalf("no request logs captured:\n%s", logs)

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 
+	"github.com/wxtoken/wxtoken/internal/logbuf"
 	"github.com/wxtoken/wxtoken/keys"
 	"github.com/wxtoken/wxtoken/secret"
 	"github.com/wxtoken/wxtoken/server"
@@ -174,7 +175,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err := cfg.resolveSecret(); err != nil {
 		return err
 	}
-	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	// One line per request: batched into few writes (see logbuf), with
+	// warnings and errors written at once and everything on the way out.
+	logOut := logbuf.New(stderr, 64<<10, logbuf.Delay)
+	defer logOut.Flush()
+	logger := slog.New(logbuf.Urgent(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: cfg.LogLevel}), logOut, slog.LevelWarn))
 
 	if cfg.Dev {
 		fmt.Fprint(stderr, devBanner)
