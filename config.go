@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wxtoken/wxtoken/internal/bounded"
 	"github.com/wxtoken/wxtoken/secret"
 	"github.com/wxtoken/wxtoken/server"
 	"github.com/wxtoken/wxtoken/token"
@@ -271,7 +272,7 @@ func (c *config) resolveSecret() error {
 	if !c.Secret.Empty() {
 		return errors.New("set WECHAT_SECRET or WECHAT_SECRET_FILE, not both")
 	}
-	buf, err := readBounded(c.SecretFile, maxSecretFileBytes)
+	buf, err := bounded.ReadFile(c.SecretFile, maxSecretFileBytes)
 	if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
 		return fmt.Errorf("WECHAT_SECRET_FILE: %w", err)
 	}
