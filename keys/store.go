@@ -289,14 +289,5 @@ func (s *Store) Watch(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {
 		interval = time.Second
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		_ = s.run(false, false)
-	}
+	tick(ctx, interval, func() { _ = s.run(false, false) })
 }
