@@ -415,24 +415,20 @@ func (d *Dir) upToDate(r *Ring) bool {
 	if err != nil || !r.sameManifest(snap.raw) {
 		return false
 	}
-	fp, err := d.fingerprint(r)
+	fp, err := d.fingerprint(r, snap.st)
 	return err == nil && fp == r.files
 }
 
-// fingerprint stats the directory and r's key files as load saw them,
-// without reading any. Stat never blocks on a FIFO; it can on a hung file
-// system, which is why Store calls it under its read timeout.
-func (d *Dir) fingerprint(r *Ring) (string, error) {
+// fingerprint describes the directory, the manifest (mst: its metadata as
+// readManifest just saw it) and r's key files as load saw them, stating the
+// key files without reading any. Stat never blocks on a FIFO; it can on a
+// hung file system, which is why Store calls it under its read timeout.
+func (d *Dir) fingerprint(r *Ring, mst fs.FileInfo) (string, error) {
 	st, err := os.Stat(d.path)
 	if err != nil {
 		return "", err
 	}
-	lines := []string{dirLine(st)}
-	mst, err := os.Stat(filepath.Join(d.path, ManifestFile))
-	if err != nil {
-		return "", err
-	}
-	lines = append(lines, statLine(ManifestFile, mst))
+	lines := []string{dirLine(st), statLine(ManifestFile, mst)}
 	for _, name := range r.fileNames {
 		st, err := os.Stat(filepath.Join(d.path, name))
 		if err != nil {
