@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wxtoken/wxtoken/internal/bounded"
 	"github.com/wxtoken/wxtoken/secret"
 	"github.com/wxtoken/wxtoken/server"
 	"github.com/wxtoken/wxtoken/token"
@@ -271,7 +272,7 @@ func (c *config) resolveSecret() error {
 	if !c.Secret.Empty() {
 		return errors.New("set WECHAT_SECRET or WECHAT_SECRET_FILE, not both")
 	}
-	buf, err := readBounded(c.SecretFile, maxSecretFileBytes)
+	buf, err := bounded.ReadFile(c.SecretFile, maxSecretFileBytes)
 	if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
 		return fmt.Errorf("WECHAT_SECRET_FILE: %w", err)
 	}
@@ -375,43 +376,31 @@ func envString(getenv func(string) string, name, def string) string {
 	return def
 }
 
-func (c *config) duration(getenv func(string) string, name string, def time.Duration) time.Duration {
+// setting reads the variable name with parse: unset, it is def; set to
+// what parse refuses, it is def and a problem saying it must be what.
+func setting[T any](c *config, getenv func(string) string, name string, def T, parse func(string) (T, error), what string) T {
 	v := getenv(name)
 	if v == "" {
 		return def
 	}
-	d, err := time.ParseDuration(v)
+	x, err := parse(v)
 	if err != nil {
-		c.problems = append(c.problems, fmt.Sprintf("%s must be a duration like 2h or 30s", name))
+		c.problems = append(c.problems, fmt.Sprintf("%s must be %s", name, what))
 		return def
 	}
-	return d
+	return x
+}
+
+func (c *config) duration(getenv func(string) string, name string, def time.Duration) time.Duration {
+	return setting(c, getenv, name, def, time.ParseDuration, "a duration like 2h or 30s")
 }
 
 func (c *config) float(getenv func(string) string, name string, def float64) float64 {
-	v := getenv(name)
-	if v == "" {
-		return def
-	}
-	f, err := strconv.ParseFloat(v, 64)
-	if err != nil {
-		c.problems = append(c.problems, fmt.Sprintf("%s must be a number", name))
-		return def
-	}
-	return f
+	return setting(c, getenv, name, def, func(v string) (float64, error) { return strconv.ParseFloat(v, 64) }, "a number")
 }
 
 func (c *config) integer(getenv func(string) string, name string, def int) int {
-	v := getenv(name)
-	if v == "" {
-		return def
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		c.problems = append(c.problems, fmt.Sprintf("%s must be a whole number", name))
-		return def
-	}
-	return n
+	return setting(c, getenv, name, def, strconv.Atoi, "a whole number")
 }
 
 // cidrs parses a comma-separated list of IPs or CIDR ranges.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -24,5 +25,37 @@ func TestWriteTimeoutCoversTheSlowestRequest(t *testing.T) {
 		if cfg.readHeaderTimeout() > 5*time.Second || cfg.readHeaderTimeout() > cfg.ReadTimeout {
 			t.Errorf("%v: header timeout %v", e, cfg.readHeaderTimeout())
 		}
+	}
+}
+
+// TestUnparsableSettingsKeepTheirDefault: a duration, number or whole number
+// that does not parse is named in a problem, and the setting keeps its
+// default; an unset one is its default with no problem.
+func TestUnparsableSettingsKeepTheirDefault(t *testing.T) {
+	tests := []struct {
+		name, value, problem string
+		got                  func(*config) any
+		def                  any
+	}{
+		{"WXTOKEN_TOKEN_TTL", "two hours", "WXTOKEN_TOKEN_TTL must be a duration like 2h or 30s",
+			func(c *config) any { return c.TokenTTL }, time.Duration(defaultTokenTTL)},
+		{"WXTOKEN_LOGIN_RATE", "ten", "WXTOKEN_LOGIN_RATE must be a number",
+			func(c *config) any { return c.LoginRate }, float64(defaultLoginRate)},
+		{"WXTOKEN_LOGIN_BURST", "2.5", "WXTOKEN_LOGIN_BURST must be a whole number",
+			func(c *config) any { return c.LoginBurst }, int(defaultLoginBurst)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, e := range []env{{tc.name: tc.value}, {}} {
+				cfg := loadConfig(e.getenv)
+				problems := strings.Join(cfg.check(), "\n")
+				if set := len(e) > 0; set != strings.Contains(problems, tc.problem) {
+					t.Errorf("%v: problems %q, want %q named: %v", e, problems, tc.problem, set)
+				}
+				if got := tc.got(cfg); got != tc.def {
+					t.Errorf("%v: %s = %v, want its default %v", e, tc.name, got, tc.def)
+				}
+			}
+		})
 	}
 }

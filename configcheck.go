@@ -10,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/wxtoken/wxtoken/apps"
 	"github.com/wxtoken/wxtoken/secret"
 )
 
@@ -82,13 +83,13 @@ func runConfig(_ context.Context, args []string, getenv func(string) string, std
 		cfg.showDev()
 	}
 	problems := cfg.check()
-	var apps *appSet
+	var listed *apps.Set
 	if cfg.AppsFile != "" {
-		set, _, err := loadAppsFile(cfg.AppsFile, cfg.TokenTTL)
+		set, err := apps.Load(cfg.AppsFile, cfg.TokenTTL)
 		if err != nil {
 			problems = append(problems, err.Error())
 		}
-		apps = set
+		listed = set
 	} else if !cfg.Dev {
 		if err := cfg.resolveSecret(); err != nil {
 			problems = append(problems, err.Error())
@@ -120,9 +121,9 @@ func runConfig(_ context.Context, args []string, getenv func(string) string, std
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", name, value, source)
 	}
-	if apps != nil {
-		for _, id := range apps.order {
-			fmt.Fprintf(tw, "  app %s\t%s\t%s\n", id, apps.byID[id].describe(cfg.TokenTTL), "WXTOKEN_APPS_FILE")
+	if listed != nil {
+		for _, id := range listed.AppIDs() {
+			fmt.Fprintf(tw, "  app %s\t%s\t%s\n", id, listed.Describe(id), "WXTOKEN_APPS_FILE")
 		}
 	}
 	if err := tw.Flush(); err != nil {

@@ -62,7 +62,7 @@ func runKeys(_ context.Context, args []string, getenv func(string) string, stdou
 	if err := cfg.validateKeys(); err != nil {
 		return err
 	}
-	dir := keys.NewDir(cfg.KeysDir, nil)
+	dir := keys.NewDir(cfg.KeysDir, cfg.retention(), nil)
 	switch sub {
 	case "init":
 		created, err := dir.Init(alg)
@@ -79,7 +79,7 @@ func runKeys(_ context.Context, args []string, getenv func(string) string, stdou
 			return nil
 		}
 		fmt.Fprintf(stdout, "created %s keys in %s\n", alg, cfg.KeysDir)
-		return printKeys(stdout, dir, cfg.retention(), false)
+		return printKeys(stdout, dir, false)
 	case "rotate":
 		if !now {
 			warnYoungNext(stderr, dir, cfg)
@@ -92,11 +92,11 @@ func runKeys(_ context.Context, args []string, getenv func(string) string, stdou
 		} else {
 			fmt.Fprintln(stdout, "rotated: the next key now signs; the old one stays published until its tokens expire")
 		}
-		return printKeys(stdout, dir, cfg.retention(), false)
+		return printKeys(stdout, dir, false)
 	case "list":
-		return printKeys(stdout, dir, cfg.retention(), asJSON)
+		return printKeys(stdout, dir, asJSON)
 	default: // prune
-		pruned, err := dir.Prune(cfg.retention())
+		pruned, err := dir.Prune()
 		if err != nil {
 			return err
 		}
@@ -129,7 +129,7 @@ func algSet(fs *flag.FlagSet) bool {
 // key is of another algorithm: init would silently keep the old one, and
 // the way to change is a rotation.
 func sameAlg(dir *keys.Dir, cfg *config, alg string) error {
-	list, err := dir.List(cfg.retention())
+	list, err := dir.List()
 	if err != nil {
 		return err
 	}
@@ -149,7 +149,7 @@ func sameAlg(dir *keys.Dir, cfg *config, alg string) error {
 // happens (an operator may have reasons), but tokens it signs may be
 // refused downstream until their caches refresh.
 func warnYoungNext(stderr io.Writer, dir *keys.Dir, cfg *config) {
-	list, err := dir.List(cfg.retention())
+	list, err := dir.List()
 	if err != nil {
 		return // Rotate reports the error
 	}
@@ -167,8 +167,8 @@ func warnYoungNext(stderr io.Writer, dir *keys.Dir, cfg *config) {
 	}
 }
 
-func printKeys(w io.Writer, dir *keys.Dir, retention time.Duration, asJSON bool) error {
-	list, err := dir.List(retention)
+func printKeys(w io.Writer, dir *keys.Dir, asJSON bool) error {
+	list, err := dir.List()
 	if err != nil {
 		return err
 	}

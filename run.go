@@ -12,10 +12,13 @@ import (
 	"log/slog"
 	"net"
 
+	"github.com/wxtoken/wxtoken/apps"
+	"github.com/wxtoken/wxtoken/handlers"
 	"github.com/wxtoken/wxtoken/internal/logbuf"
 	"github.com/wxtoken/wxtoken/keys"
 	"github.com/wxtoken/wxtoken/secret"
 	"github.com/wxtoken/wxtoken/server"
+	"github.com/wxtoken/wxtoken/wechat"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -186,7 +189,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	} else if cfg.AppsFile == "" && (cfg.AppID == "" || cfg.Secret.Empty()) {
 		return errors.New("WECHAT_APPID and WECHAT_SECRET (or WECHAT_SECRET_FILE), or WXTOKEN_APPS_FILE, must be set; for a first try without a WeChat account run: wxtoken serve --dev")
 	}
-	apps, watchApps, err := servedApps(cfg, logger)
+	served, watchApps, err := servedApps(cfg, logger)
 	if err != nil {
 		return err
 	}
@@ -201,7 +204,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	// The keys load before the API port opens: a first run's "no keys"
 	// advice is never hidden behind a busy port, and no client waits in
 	// the accept queue of a server that then fails to start.
-	srv, err := server.New(cfg.server(), server.Deps{Logger: logger, Apps: apps, WatchApps: watchApps,
+	srv, err := server.New(cfg.server(), server.Deps{Logger: logger, Apps: served, WatchApps: watchApps,
 		MetricsListener: metricsLn, Emulator: emulatorLn})
 	if errors.Is(err, keys.ErrNoKeys) {
 		return fmt.Errorf("no keys in %s: run 'wxtoken keys init' first (WXTOKEN_KEYS_DIR=%s)", cfg.KeysDir, cfg.KeysDir)
@@ -233,4 +236,23 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// servedApps builds the apps serve answers for: any appid in dev mode, the
+// apps file when WXTOKEN_APPS_FILE is set (with a watcher that reloads it),
+// or the one app of WECHAT_APPID.
+func servedApps(cfg *config, logger *slog.Logger) (handlers.Apps, func(context.Context), error) {
+	switch {
+	case cfg.Dev:
+		return apps.Dev(cfg.AppID, cfg.Secret), nil, nil
+	case cfg.AppsFile != "":
+		f, err := apps.Open(apps.Config{Path: cfg.AppsFile, MaxTokenTTL: cfg.TokenTTL,
+			ReloadInterval: cfg.ReloadInterval, Logger: logger})
+		if err != nil {
+			return nil, nil, err
+		}
+		return f, f.Watch, nil
+	default:
+		return apps.Single(wechat.Credentials{AppID: cfg.AppID, Secret: cfg.Secret}), nil, nil
+	}
 }

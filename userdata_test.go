@@ -317,7 +317,7 @@ func (r ringOf) Current() *keys.Ring { return r.ring }
 // WXTOKEN_LEEWAY=0s.
 func TestLeewayIsConfigurable(t *testing.T) {
 	f := newFixture(t, testAppID)
-	ring, err := keys.NewDir(f.keysDir, nil).Load(3 * time.Hour)
+	ring, err := keys.NewDir(f.keysDir, 3*time.Hour, nil).Load()
 	if err != nil {
 		t.Fatal(err)
 	}

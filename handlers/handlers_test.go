@@ -83,11 +83,11 @@ func newFixture(t testing.TB, o options) *fixture {
 	wxSrv := httptest.NewServer(wx)
 	t.Cleanup(wxSrv.Close)
 
-	dir := keys.NewDir(filepath.Join(t.TempDir(), "keys"), nil)
+	dir := keys.NewDir(filepath.Join(t.TempDir(), "keys"), 3*time.Hour, nil)
 	if _, err := dir.Init(keys.ES256); err != nil {
 		t.Fatal(err)
 	}
-	store, err := keys.NewStore(dir, 3*time.Hour, logger)
+	store, err := keys.NewStore(dir, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,19 +12,25 @@ import (
 // Dir is a keys directory on disk.
 type Dir struct {
 	path string
-	now  func() time.Time
+	// retention is how long a retired key stays usable after it retired:
+	// the longest a token it signed or sealed can live. Load leaves out,
+	// List dates and Prune deletes retired keys by it.
+	retention time.Duration
+	now       func() time.Time
 	// read reads a file of the directory with a size cap: readCapped. A
 	// field so a test can stand in for a hung network file system, the one
 	// way a read blocks that a test cannot make for real.
 	read func(path string, limit int64) ([]byte, fs.FileInfo, error)
 }
 
-// NewDir returns the keys directory at path; now may be nil (time.Now).
-func NewDir(path string, now func() time.Time) *Dir {
+// NewDir returns the keys directory at path. retention is how long a
+// retired key stays usable (token TTL + leeway), decided here once for
+// every Load, List and Prune; now may be nil (time.Now).
+func NewDir(path string, retention time.Duration, now func() time.Time) *Dir {
 	if now == nil {
 		now = time.Now
 	}
-	return &Dir{path: path, now: now, read: readCapped}
+	return &Dir{path: path, retention: retention, now: now, read: readCapped}
 }
 
 // Path is the directory's path.
@@ -105,44 +111,30 @@ func (d *Dir) RotateTo(alg string, emergency bool) error {
 	if alg != "" && !validAlg(alg) {
 		return fmt.Errorf("keys: unknown signing algorithm %q (use ES256, EdDSA or RS256)", alg)
 	}
-	unlock, err := d.lock()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	m, err := d.readManifest()
-	if err != nil {
-		return err
-	}
-	return d.rotateLocked(m, emergency, alg)
+	return d.change(func(m manifest) error { return d.rotateLocked(m, emergency, alg) })
 }
 
 // RotateIfDue rotates when the active signing key has been active for
 // every or longer. Replicas sharing the directory may all call it: the lock
 // and the re-read manifest make exactly one of them rotate per period.
-func (d *Dir) RotateIfDue(every time.Duration) (bool, error) {
-	unlock, err := d.lock()
-	if err != nil {
-		return false, err
-	}
-	defer unlock()
-	m, err := d.readManifest()
-	if err != nil {
-		return false, err
-	}
-	since := time.Time{}
-	for _, e := range m.Keys {
-		if e.Kind == Signing && e.State == Active {
-			since = e.Created
-			if e.Activated != nil {
-				since = *e.Activated
+func (d *Dir) RotateIfDue(every time.Duration) (rotated bool, err error) {
+	err = d.change(func(m manifest) error {
+		since := time.Time{}
+		for _, e := range m.Keys {
+			if e.Kind == Signing && e.State == Active {
+				since = e.Created
+				if e.Activated != nil {
+					since = *e.Activated
+				}
 			}
 		}
-	}
-	if d.now().Sub(since) < every {
-		return false, nil
-	}
-	return true, d.rotateLocked(m, false, "")
+		if d.now().Sub(since) < every {
+			return nil
+		}
+		rotated = true
+		return d.rotateLocked(m, false, "")
+	})
+	return rotated, err
 }
 
 // rotateLocked rotates m; alg, when set, is the algorithm of the fresh
@@ -245,41 +237,36 @@ func (d *Dir) rotateLocked(m manifest, emergency bool, alg string) (err error) {
 }
 
 // Prune deletes retired keys whose tokens have all expired
-// (retired + retention is past).
-func (d *Dir) Prune(retention time.Duration) ([]KeyInfo, error) {
-	unlock, err := d.lock()
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	m, err := d.readManifest()
-	if err != nil {
-		return nil, err
-	}
-	now := d.now()
-	var keep, drop []entry
-	for _, e := range m.Keys {
-		if expired(e, retention, now) {
-			drop = append(drop, e)
-		} else {
-			keep = append(keep, e)
+// (retired + the Dir's retention is past).
+func (d *Dir) Prune() (pruned []KeyInfo, err error) {
+	err = d.change(func(m manifest) error {
+		now := d.now()
+		var keep, drop []entry
+		for _, e := range m.Keys {
+			if expired(e, d.retention, now) {
+				drop = append(drop, e)
+			} else {
+				keep = append(keep, e)
+			}
 		}
-	}
-	if len(drop) == 0 {
-		return nil, nil
-	}
-	if err := d.writeManifest(manifest{Version: 1, Keys: keep}); err != nil {
-		return nil, err
-	}
-	d.remove(drop)
-	return infos(drop, retention), nil
+		if len(drop) == 0 {
+			return nil
+		}
+		if err := d.writeManifest(manifest{Version: 1, Keys: keep}); err != nil {
+			return err
+		}
+		d.remove(drop)
+		pruned = infos(drop, d.retention)
+		return nil
+	})
+	return pruned, err
 }
 
 // List describes every key in the manifest.
-func (d *Dir) List(retention time.Duration) ([]KeyInfo, error) {
-	m, err := d.readManifest()
+func (d *Dir) List() ([]KeyInfo, error) {
+	snap, err := d.readManifest()
 	if err != nil {
 		return nil, err
 	}
-	return infos(m.Keys, retention), nil
+	return infos(snap.m.Keys, d.retention), nil
 }

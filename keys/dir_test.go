@@ -104,7 +104,7 @@ func TestInitTouchesNothingWhenKeysExist(t *testing.T) {
 	var made atomic.Int32
 	for range 6 {
 		wg.Go(func() {
-			created, err := keys.NewDir(path, nil).Init("EdDSA")
+			created, err := keys.NewDir(path, retention, nil).Init("EdDSA")
 			if err != nil {
 				t.Error(err)
 			}
@@ -150,7 +150,7 @@ func TestRotateWithoutNextPromotesAFreshKey(t *testing.T) {
 			t.Errorf("%s next keys after rotation: %v", kind, n)
 		}
 	}
-	list, _ := d.List(retention)
+	list, _ := d.List()
 	order := []string{}
 	for _, k := range list {
 		order = append(order, string(k.Kind)+"/"+string(k.State))
@@ -210,7 +210,7 @@ func TestLoadRefusesInconsistentManifests(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			d, _ := newDir(t, "ES256")
 			editManifest(t, d.Path(), tc.edit)
-			if _, err := d.Load(retention); err == nil {
+			if _, err := d.Load(); err == nil {
 				t.Error("loaded an inconsistent manifest")
 			} else if errors.Is(err, keys.ErrNoKeys) {
 				t.Errorf("inconsistent manifest reported as ErrNoKeys: %v", err)
@@ -223,13 +223,13 @@ func TestLoadRefusesInconsistentManifests(t *testing.T) {
 // the key files exist, so a reader never sees a half-made directory.
 func TestLoadDuringRotationNeverFails(t *testing.T) {
 	d, _ := newDir(t, "ES256")
-	reader := keys.NewDir(d.Path(), nil)
+	reader := keys.NewDir(d.Path(), 24*time.Hour, nil)
 	done := make(chan struct{})
 	var failures, loads int
 	go func() {
 		defer close(done)
 		for {
-			if _, err := reader.Load(24 * time.Hour); err != nil {
+			if _, err := reader.Load(); err != nil {
 				failures++
 				t.Errorf("Load during rotation: %v", err)
 			}
@@ -280,7 +280,7 @@ func TestRotateIfDueHelperProcess(t *testing.T) {
 		os.Exit(2)
 	}
 	time.Sleep(time.Until(start))
-	rotated, err := keys.NewDir(path, func() time.Time { return now }).RotateIfDue(time.Hour)
+	rotated, err := keys.NewDir(path, retention, func() time.Time { return now }).RotateIfDue(time.Hour)
 	if err != nil {
 		fmt.Println("error:", err)
 		os.Exit(2)

@@ -6,6 +6,10 @@
 // key is published before it signs, so caching verifiers know it in time;
 // a next encryption key is loaded by every replica before any seals with it.
 //
+// NewDir is given the retention once (how long a retired key stays usable:
+// token TTL + leeway); Load, List, Prune and a Store built on the Dir all go
+// by it. Every use of the manifest reads it through one function.
+//
 // Dir changes the directory (init, rotate, prune) under a flock, writing
 // each file to a temporary name and renaming it, with the manifest
 // keyset.json renamed last as the commit point. Load never locks, so it

@@ -40,12 +40,12 @@ func TestThumbprintRFC7638Example(t *testing.T) {
 // good keys, Stale reports the timeout, and once the file system answers
 // again the poll picks up a rotation made meanwhile.
 func TestHungReadDoesNotWedgeReloads(t *testing.T) {
-	d := NewDir(filepath.Join(t.TempDir(), "keys"), nil)
+	d := NewDir(filepath.Join(t.TempDir(), "keys"), time.Hour, nil)
 	if _, err := d.Init(ES256); err != nil {
 		t.Fatal(err)
 	}
 	var logs syncbuf.Buffer
-	s, err := NewStore(d, time.Hour, slog.New(slog.NewJSONHandler(&logs, nil)))
+	s, err := NewStore(d, slog.New(slog.NewJSONHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func TestHungReadDoesNotWedgeReloads(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go s.Watch(ctx, 10*time.Millisecond)
-	if err := NewDir(d.Path(), nil).Rotate(true); err != nil { // the CLI, another process
+	if err := NewDir(d.Path(), time.Hour, nil).Rotate(true); err != nil { // the CLI, another process
 		t.Fatal(err)
 	}
 	hung.Store(false)

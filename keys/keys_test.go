@@ -40,7 +40,7 @@ func (c *clock) add(d time.Duration) {
 func newDir(t *testing.T, alg string) (*keys.Dir, *clock) {
 	t.Helper()
 	clk := &clock{t: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
-	d := keys.NewDir(filepath.Join(t.TempDir(), "keys"), clk.now)
+	d := keys.NewDir(filepath.Join(t.TempDir(), "keys"), retention, clk.now)
 	created, err := d.Init(alg)
 	if err != nil || !created {
 		t.Fatalf("Init = %v, %v", created, err)
@@ -50,7 +50,7 @@ func newDir(t *testing.T, alg string) (*keys.Dir, *clock) {
 
 func kids(t *testing.T, d *keys.Dir, kind keys.Kind, state keys.State) []string {
 	t.Helper()
-	list, err := d.List(retention)
+	list, err := d.List()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func kids(t *testing.T, d *keys.Dir, kind keys.Kind, state keys.State) []string 
 
 func mustLoad(t *testing.T, d *keys.Dir) *keys.Ring {
 	t.Helper()
-	r, err := d.Load(retention)
+	r, err := d.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func TestInitModesAndIdempotence(t *testing.T) {
 			t.Errorf("%s changed", name)
 		}
 	}
-	if _, err := keys.NewDir(t.TempDir(), nil).Init("HS256"); err == nil {
+	if _, err := keys.NewDir(t.TempDir(), retention, nil).Init("HS256"); err == nil {
 		t.Error("Init accepted HS256")
 	}
 }
@@ -247,7 +247,7 @@ func TestRotateLifecycle(t *testing.T) {
 	if body, _ := r1.JWKS(); bytes.Count(body, []byte(`"kid"`)) != 3 {
 		t.Errorf("JWKS should hold active, next and retired: %s", body)
 	}
-	list, _ := d.List(retention)
+	list, _ := d.List()
 	for _, k := range list {
 		if k.State == keys.Retired && (k.PruneAfter == nil || !k.PruneAfter.Equal(clk.now().Add(retention))) {
 			t.Errorf("retired key prune-after = %v", k.PruneAfter)
@@ -256,7 +256,7 @@ func TestRotateLifecycle(t *testing.T) {
 
 	// Nothing to prune yet; past retention the retired keys leave the
 	// ring by themselves and prune deletes them.
-	if pruned, err := d.Prune(retention); err != nil || len(pruned) != 0 {
+	if pruned, err := d.Prune(); err != nil || len(pruned) != 0 {
 		t.Fatalf("early prune = %v, %v", pruned, err)
 	}
 	clk.add(retention)
@@ -267,7 +267,7 @@ func TestRotateLifecycle(t *testing.T) {
 	if _, ok := r2.DecryptionKey(oldEnc); ok {
 		t.Error("a retired key past retention still decrypts")
 	}
-	pruned, err := d.Prune(retention)
+	pruned, err := d.Prune()
 	if err != nil || len(pruned) != 2 {
 		t.Fatalf("prune = %v, %v", pruned, err)
 	}
@@ -279,7 +279,7 @@ func TestRotateLifecycle(t *testing.T) {
 func TestEmergencyRotationDropsEverything(t *testing.T) {
 	d, _ := newDir(t, "ES256")
 	r0 := mustLoad(t, d)
-	old, _ := d.List(retention)
+	old, _ := d.List()
 	if err := d.Rotate(true); err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +316,7 @@ func TestRotateIfDueRotatesOncePerPeriod(t *testing.T) {
 	var count atomic.Int32
 	for range 8 {
 		wg.Go(func() {
-			rotated, err := keys.NewDir(d.Path(), clk.now).RotateIfDue(time.Hour)
+			rotated, err := keys.NewDir(d.Path(), retention, clk.now).RotateIfDue(time.Hour)
 			if err != nil {
 				t.Error(err)
 			}
@@ -361,12 +361,12 @@ func TestLoadRefusesBrokenDirectories(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			d, _ := newDir(t, "ES256")
 			tc.corrupt(t, d.Path())
-			if _, err := d.Load(retention); err == nil {
+			if _, err := d.Load(); err == nil {
 				t.Error("loaded a broken directory")
 			}
 		})
 	}
-	if _, err := keys.NewDir(filepath.Join(t.TempDir(), "none"), nil).Load(retention); !errors.Is(err, keys.ErrNoKeys) {
+	if _, err := keys.NewDir(filepath.Join(t.TempDir(), "none"), retention, nil).Load(); !errors.Is(err, keys.ErrNoKeys) {
 		t.Errorf("missing directory: %v, want ErrNoKeys", err)
 	}
 }
@@ -374,7 +374,7 @@ func TestLoadRefusesBrokenDirectories(t *testing.T) {
 func TestStoreKeepsLastGoodKeys(t *testing.T) {
 	d, _ := newDir(t, "ES256")
 	var logs bytes.Buffer
-	s, err := keys.NewStore(d, retention, slog.New(slog.NewJSONHandler(&logs, nil)))
+	s, err := keys.NewStore(d, slog.New(slog.NewJSONHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,7 +407,7 @@ func TestStoreKeepsLastGoodKeys(t *testing.T) {
 
 func TestStoreWatchPicksUpChanges(t *testing.T) {
 	d, _ := newDir(t, "ES256")
-	s, err := keys.NewStore(d, retention, nil)
+	s, err := keys.NewStore(d, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -441,11 +441,11 @@ func TestCheckPermissions(t *testing.T) {
 }
 
 func BenchmarkSealOpen(b *testing.B) {
-	d := keys.NewDir(filepath.Join(b.TempDir(), "keys"), nil)
+	d := keys.NewDir(filepath.Join(b.TempDir(), "keys"), retention, nil)
 	if _, err := d.Init("ES256"); err != nil {
 		b.Fatal(err)
 	}
-	r, err := d.Load(retention)
+	r, err := d.Load()
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 	"time"
 )
@@ -82,19 +83,51 @@ func expired(e entry, retention time.Duration, now time.Time) bool {
 	return e.State == Retired && e.Retired != nil && !now.Before(e.Retired.Add(retention))
 }
 
-func (d *Dir) readManifest() (manifest, error) {
-	b, _, err := d.readManifestFile()
+// snapshot is the manifest as one read saw it: its bytes, the metadata of
+// the open file they came from (for permission checks and change
+// detection) and what they say.
+type snapshot struct {
+	raw []byte
+	st  fs.FileInfo
+	m   manifest
+}
+
+// readManifest is the one reader of keyset.json: every use of the manifest,
+// by a change under the lock, a listing or a load, reads it here, capped in
+// size. A missing manifest is ErrNoKeys. When the bytes were read but do
+// not parse, the snapshot still holds them, so Store can tell one broken
+// content from another.
+func (d *Dir) readManifest() (snapshot, error) {
+	raw, st, err := d.read(filepath.Join(d.path, ManifestFile), maxManifestBytes)
+	if errors.Is(err, fs.ErrNotExist) {
+		return snapshot{}, fmt.Errorf("%w (%s)", ErrNoKeys, d.path)
+	}
 	if err != nil {
-		return manifest{}, err
+		return snapshot{st: st}, fmt.Errorf("keys: read manifest: %w", err)
 	}
-	var m manifest
-	if err := json.Unmarshal(b, &m); err != nil {
-		return manifest{}, fmt.Errorf("keys: %s is corrupt: %w", ManifestFile, err)
+	snap := snapshot{raw: raw, st: st}
+	if err := json.Unmarshal(raw, &snap.m); err != nil {
+		return snapshot{raw: raw, st: st}, fmt.Errorf("keys: %s is corrupt: %w", ManifestFile, err)
 	}
-	if m.Version != 1 {
-		return manifest{}, fmt.Errorf("keys: %s: unknown version %d", ManifestFile, m.Version)
+	if snap.m.Version != 1 {
+		return snapshot{raw: raw, st: st}, fmt.Errorf("keys: %s: unknown version %d", ManifestFile, snap.m.Version)
 	}
-	return m, nil
+	return snap, nil
+}
+
+// change runs f on the manifest with the directory locked, so f sees the
+// manifest no other process is changing and may write a new one.
+func (d *Dir) change(f func(m manifest) error) error {
+	unlock, err := d.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	snap, err := d.readManifest()
+	if err != nil {
+		return err
+	}
+	return f(snap.m)
 }
 
 func (d *Dir) writeManifest(m manifest) error {

@@ -79,19 +79,6 @@ func fileType(m fs.FileMode) string {
 	return "special file (mode " + m.String() + ")"
 }
 
-// readManifestFile reads keyset.json with its cap; a missing manifest is
-// ErrNoKeys.
-func (d *Dir) readManifestFile() ([]byte, fs.FileInfo, error) {
-	raw, st, err := d.read(filepath.Join(d.path, ManifestFile), maxManifestBytes)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil, fmt.Errorf("%w (%s)", ErrNoKeys, d.path)
-	}
-	if err != nil {
-		return nil, st, fmt.Errorf("keys: read manifest: %w", err)
-	}
-	return raw, st, nil
-}
-
 // ErrUnsafePermissions means the keys directory, the manifest or a key file
 // is writable by group or others on a writable file system: someone other
 // than the owner could swap in their own signing key, so nothing is loaded.

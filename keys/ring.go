@@ -134,28 +134,30 @@ func (r *Ring) JWKS() (body []byte, etag string) { return r.jwks, r.etag }
 // KIDs lists the loaded keys' ids (public), for logs.
 func (r *Ring) KIDs() []string { return slices.Clone(r.kids) }
 
-// Load reads the directory into a Ring. Retired keys past retention are
-// left out, so a server stays correct without a prune.
-func (d *Dir) Load(retention time.Duration) (*Ring, error) {
-	raw, mst, err := d.readManifestFile()
-	if err != nil {
-		return nil, err
-	}
-	return d.load(raw, mst, retention)
+// Load reads the directory into a Ring. Retired keys past the Dir's
+// retention are left out, so a server stays correct without a prune.
+func (d *Dir) Load() (*Ring, error) {
+	r, _, err := d.load()
+	return r, err
 }
 
-// load makes a Ring of the manifest raw, whose metadata (from the open
-// file it was read from) is mst.
-func (d *Dir) load(raw []byte, mst fs.FileInfo, retention time.Duration) (*Ring, error) {
-	var m manifest
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("keys: %s is corrupt: %w", ManifestFile, err)
+// load is Load that also returns the manifest's bytes as read (nil when
+// they could not be read), with which Store logs a broken directory once
+// per content.
+func (d *Dir) load() (*Ring, []byte, error) {
+	snap, err := d.readManifest()
+	if err != nil {
+		return nil, snap.raw, err
 	}
-	if m.Version != 1 {
-		return nil, fmt.Errorf("keys: %s: unknown version %d", ManifestFile, m.Version)
-	}
+	r, err := d.ring(snap)
+	return r, snap.raw, err
+}
+
+// ring makes a Ring of the manifest snap, reading the key files it names.
+func (d *Dir) ring(snap snapshot) (*Ring, error) {
+	m, mst := snap.m, snap.st
 	now := d.now()
-	r := &Ring{verify: map[string]PublicKey{}, decrypt: map[string]*EncryptionKey{}, manifest: raw}
+	r := &Ring{verify: map[string]PublicKey{}, decrypt: map[string]*EncryptionKey{}, manifest: snap.raw}
 	dirSt, err := os.Stat(d.path)
 	if err != nil {
 		return nil, fmt.Errorf("keys: %w", err)
@@ -184,11 +186,11 @@ func (d *Dir) load(raw []byte, mst fs.FileInfo, retention time.Duration) (*Ring,
 			// Without the time it retired, it would stay trusted forever.
 			return nil, fmt.Errorf("keys: key %s: retired without a retired time", e.KID)
 		}
-		if expired(e, retention, now) {
+		if expired(e, d.retention, now) {
 			continue
 		}
 		if e.State == Retired && e.Retired != nil {
-			if t := e.Retired.Add(retention); r.expiresAt.IsZero() || t.Before(r.expiresAt) {
+			if t := e.Retired.Add(d.retention); r.expiresAt.IsZero() || t.Before(r.expiresAt) {
 				r.expiresAt = t
 			}
 		}
@@ -400,20 +402,33 @@ func dirLine(st fs.FileInfo) string {
 	return line
 }
 
-// fingerprint stats the directory and r's key files as load saw them,
-// without reading any. Stat never blocks on a FIFO; it can on a hung file
-// system, which is why Store calls it under its read timeout.
-func (d *Dir) fingerprint(r *Ring) (string, error) {
+// upToDate reports whether r is still what the directory holds: no retired
+// key of r has passed its retention, the manifest's bytes are the ones r
+// was loaded from, and the directory and r's key files keep the metadata
+// they had. It reads only the manifest (never a key file), so a poll that
+// finds nothing changed is cheap.
+func (d *Dir) upToDate(r *Ring) bool {
+	if !r.expiresAt.IsZero() && !d.now().Before(r.expiresAt) {
+		return false
+	}
+	snap, err := d.readManifest()
+	if err != nil || !r.sameManifest(snap.raw) {
+		return false
+	}
+	fp, err := d.fingerprint(r, snap.st)
+	return err == nil && fp == r.files
+}
+
+// fingerprint describes the directory, the manifest (mst: its metadata as
+// readManifest just saw it) and r's key files as load saw them, stating the
+// key files without reading any. Stat never blocks on a FIFO; it can on a
+// hung file system, which is why Store calls it under its read timeout.
+func (d *Dir) fingerprint(r *Ring, mst fs.FileInfo) (string, error) {
 	st, err := os.Stat(d.path)
 	if err != nil {
 		return "", err
 	}
-	lines := []string{dirLine(st)}
-	mst, err := os.Stat(filepath.Join(d.path, ManifestFile))
-	if err != nil {
-		return "", err
-	}
-	lines = append(lines, statLine(ManifestFile, mst))
+	lines := []string{dirLine(st), statLine(ManifestFile, mst)}
 	for _, name := range r.fileNames {
 		st, err := os.Stat(filepath.Join(d.path, name))
 		if err != nil {

@@ -66,22 +66,30 @@ func rotateCheck(every time.Duration) time.Duration {
 // autoRotate rotates the keys every period and reloads them after its own
 // rotation; a failed rotation is logged and tried again at the next check.
 func (s *Store) autoRotate(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(rotateCheck(every))
+	tick(ctx, rotateCheck(every), func() {
+		rotated, err := s.dir.RotateIfDue(every)
+		if err != nil {
+			s.log.Error("automatic key rotation failed", "err", err.Error())
+			return
+		}
+		if rotated {
+			s.log.Info("automatic key rotation done")
+			_ = s.Reload()
+		}
+	})
+}
+
+// tick calls f every interval until ctx ends; a call that takes longer
+// than interval delays the next instead of piling calls up.
+func tick(ctx context.Context, interval time.Duration, f func()) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			rotated, err := s.dir.RotateIfDue(every)
-			if err != nil {
-				s.log.Error("automatic key rotation failed", "err", err.Error())
-				continue
-			}
-			if rotated {
-				s.log.Info("automatic key rotation done")
-				_ = s.Reload()
-			}
+			f()
 		}
 	}
 }

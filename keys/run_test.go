@@ -41,7 +41,7 @@ func TestRun(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d, clk := newDir(t, "ES256")
-			s, err := keys.NewStore(d, retention, nil)
+			s, err := keys.NewStore(d, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"slices"
 	"strings"
@@ -34,7 +33,6 @@ const defaultReadTimeout = 5 * time.Second
 // which give up, log an ERROR and count the directory as failing.
 type Store struct {
 	dir         *Dir
-	retention   time.Duration
 	log         *slog.Logger
 	ring        atomic.Pointer[Ring]
 	readTimeout time.Duration
@@ -71,16 +69,17 @@ func (s *Store) warn(warnings []string) {
 }
 
 // NewStore loads dir once and logs its permission warnings; ErrNoKeys
-// passes through for a helpful message.
-func NewStore(dir *Dir, retention time.Duration, logger *slog.Logger) (*Store, error) {
+// passes through for a helpful message. The Store keeps retired keys for
+// dir's retention.
+func NewStore(dir *Dir, logger *slog.Logger) (*Store, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	r, err := dir.Load(retention)
+	r, err := dir.Load()
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dir: dir, retention: retention, log: logger, readTimeout: defaultReadTimeout,
+	s := &Store{dir: dir, log: logger, readTimeout: defaultReadTimeout,
 		busy: make(chan struct{}, 1)}
 	s.ring.Store(r)
 	warnings := dir.CheckPermissions()
@@ -210,7 +209,7 @@ func (s *Store) failLocked(err error, mark string, logRepeats bool) {
 	}
 	s.failure = err
 	if logRepeats || mark != s.lastError {
-		s.log.Error("keys reload failed; serving the last good keys", "keys_dir", s.dir.path, "err", err.Error())
+		s.log.Error("keys reload failed; serving the last good keys", "keys_dir", s.dir.Path(), "err", err.Error())
 	}
 	s.lastError = mark
 }
@@ -225,16 +224,11 @@ func (s *Store) load(force, logRepeats bool) error {
 	s.mu.Lock()
 	failing := !s.failingSince.IsZero()
 	s.mu.Unlock()
-	if !force && !failing && (cur.expiresAt.IsZero() || s.dir.now().Before(cur.expiresAt)) {
-		raw, _, err := s.dir.readManifestFile()
-		if err == nil && cur.sameManifest(raw) {
-			if fp, err := s.dir.fingerprint(cur); err == nil && fp == cur.files {
-				s.mu.Lock()
-				s.finished++
-				s.mu.Unlock()
-				return nil
-			}
-		}
+	if !force && !failing && s.dir.upToDate(cur) {
+		s.mu.Lock()
+		s.finished++
+		s.mu.Unlock()
+		return nil
 	}
 	var raw []byte
 	var r *Ring
@@ -243,11 +237,7 @@ func (s *Store) load(force, logRepeats bool) error {
 		if i > 0 {
 			time.Sleep(reloadBackoff)
 		}
-		var mst fs.FileInfo
-		raw, mst, err = s.dir.readManifestFile()
-		if err == nil {
-			r, err = s.dir.load(raw, mst, s.retention)
-		}
+		r, raw, err = s.dir.load()
 		if err == nil {
 			break
 		}
@@ -299,14 +289,5 @@ func (s *Store) Watch(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {
 		interval = time.Second
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		_ = s.run(false, false)
-	}
+	tick(ctx, interval, func() { _ = s.run(false, false) })
 }

@@ -30,7 +30,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 func TestNewStoreErrors(t *testing.T) {
-	_, err := keys.NewStore(keys.NewDir(filepath.Join(t.TempDir(), "none"), nil), retention, nil)
+	_, err := keys.NewStore(keys.NewDir(filepath.Join(t.TempDir(), "none"), retention, nil), nil)
 	if !errors.Is(err, keys.ErrNoKeys) {
 		t.Errorf("NewStore on a missing directory: %v, want ErrNoKeys", err)
 	}
@@ -38,7 +38,7 @@ func TestNewStoreErrors(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(d.Path(), "keyset.json"), []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := keys.NewStore(d, retention, nil); err == nil || errors.Is(err, keys.ErrNoKeys) {
+	if _, err := keys.NewStore(d, nil); err == nil || errors.Is(err, keys.ErrNoKeys) {
 		t.Errorf("NewStore on a corrupt manifest: %v", err)
 	}
 }
@@ -147,7 +147,7 @@ func TestWatchDropsExpiredRetiredKeys(t *testing.T) {
 	if err := d.Rotate(false); err != nil {
 		t.Fatal(err)
 	}
-	s, err := keys.NewStore(d, retention, nil)
+	s, err := keys.NewStore(d, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +196,7 @@ func TestOversizedFilesAreRefusedUnread(t *testing.T) {
 			if err := s.Reload(); !errors.Is(err, keys.ErrTooLarge) {
 				t.Fatalf("Reload with %s: %v, want ErrTooLarge", tc.name, err)
 			}
-			if _, err := d.Load(retention); !errors.Is(err, keys.ErrTooLarge) {
+			if _, err := d.Load(); !errors.Is(err, keys.ErrTooLarge) {
 				t.Errorf("Load with %s: %v, want ErrTooLarge", tc.name, err)
 			}
 			if s.Current() != good {
@@ -268,7 +268,7 @@ func TestFIFOInKeysDirIsRefused(t *testing.T) {
 			if err := within(t, "Reload", s.Reload); !errors.Is(err, keys.ErrNotRegular) {
 				t.Fatalf("Reload with a FIFO as the %s: %v, want ErrNotRegular", tc.name, err)
 			}
-			if err := within(t, "Load", func() error { _, err := d.Load(retention); return err }); !errors.Is(err, keys.ErrNotRegular) {
+			if err := within(t, "Load", func() error { _, err := d.Load(); return err }); !errors.Is(err, keys.ErrNotRegular) {
 				t.Errorf("Load with a FIFO as the %s: %v, want ErrNotRegular", tc.name, err)
 			}
 			if !strings.Contains(logs.String(), `"level":"ERROR"`) || !strings.Contains(logs.String(), "FIFO") {
@@ -347,7 +347,7 @@ func TestUnsafePermissionsAreRefusedOnEveryReload(t *testing.T) {
 			if err := s.Reload(); !errors.Is(err, keys.ErrUnsafePermissions) {
 				t.Fatalf("Reload with %s: %v, want ErrUnsafePermissions", tc.name, err)
 			}
-			if _, err := keys.NewStore(d, retention, nil); !errors.Is(err, keys.ErrUnsafePermissions) {
+			if _, err := keys.NewStore(d, nil); !errors.Is(err, keys.ErrUnsafePermissions) {
 				t.Errorf("NewStore with %s: %v, want ErrUnsafePermissions", tc.name, err)
 			}
 			if s.Current() != good {
@@ -427,7 +427,7 @@ func TestOwnGroupReadableIsNotAWarning(t *testing.T) {
 // active signing key's Since moves forward with a rotation.
 func TestOnReloadReportsOutcomes(t *testing.T) {
 	d, _ := newDir(t, "ES256")
-	s, err := keys.NewStore(d, retention, nil)
+	s, err := keys.NewStore(d, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -462,7 +462,7 @@ func TestOnReloadReportsOutcomes(t *testing.T) {
 func loggedStore(t *testing.T, d *keys.Dir) (*keys.Store, *syncbuf.Buffer) {
 	t.Helper()
 	logs := new(syncbuf.Buffer)
-	s, err := keys.NewStore(d, retention, slog.New(slog.NewJSONHandler(logs, nil)))
+	s, err := keys.NewStore(d, slog.New(slog.NewJSONHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -55,26 +55,22 @@ func (d *Dir) Strays() ([]Stray, error) {
 			defer func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN) }()
 		}
 	}
-	m, err := d.readManifest()
+	snap, err := d.readManifest()
 	if err != nil {
 		return nil, err
 	}
-	return d.strays(m.Keys)
+	return d.strays(snap.m.Keys)
 }
 
 // RemoveStrays deletes what Strays lists, under the directory's lock, and
 // returns what it deleted.
-func (d *Dir) RemoveStrays() ([]Stray, error) {
-	unlock, err := d.lock()
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	m, err := d.readManifest()
-	if err != nil {
-		return nil, err
-	}
-	return d.removeStrays(m.Keys)
+func (d *Dir) RemoveStrays() (removed []Stray, err error) {
+	err = d.change(func(m manifest) error {
+		var rerr error
+		removed, rerr = d.removeStrays(m.Keys)
+		return rerr
+	})
+	return removed, err
 }
 
 // strays lists the directory's strays given the manifest's keys.

@@ -151,8 +151,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		}
 	}
 
-	dir := keys.NewDir(cfg.KeysDir, nil)
-	store, err := keys.NewStore(dir, cfg.Retention, logger)
+	dir := keys.NewDir(cfg.KeysDir, cfg.Retention, nil)
+	store, err := keys.NewStore(dir, logger)
 	if err != nil {
 		return nil, fmt.Errorf("load keys: %w", err)
 	}
@@ -326,7 +326,7 @@ func keysStaleAfter(reload time.Duration) time.Duration { return 2 * reload }
 // initDev prepares what dev mode needs: keys made on first use, and the
 // WeChat emulator, which the real WeChat client reaches as WeChatAPIBase.
 func (s *Server) initDev() error {
-	created, err := keys.NewDir(s.cfg.KeysDir, nil).Init(s.cfg.DevKeyAlg)
+	created, err := keys.NewDir(s.cfg.KeysDir, s.cfg.Retention, nil).Init(s.cfg.DevKeyAlg)
 	if err != nil {
 		return fmt.Errorf("dev keys: %w", err)
 	}

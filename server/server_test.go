@@ -34,7 +34,7 @@ func (oneApp) Policy(string) handlers.AppPolicy { return handlers.AppPolicy{} }
 // http.ErrServerClosed and closes the listener.
 func TestServeAndShutdown(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "keys")
-	if _, err := keys.NewDir(dir, nil).Init(keys.ES256); err != nil {
+	if _, err := keys.NewDir(dir, time.Hour, nil).Init(keys.ES256); err != nil {
 		t.Fatal(err)
 	}
 	srv, err := server.New(server.Config{

@@ -51,7 +51,7 @@ type rig struct {
 
 func newRig(t testing.TB, entries int) *rig {
 	t.Helper()
-	d := keys.NewDir(filepath.Join(t.TempDir(), "keys"), nil)
+	d := keys.NewDir(filepath.Join(t.TempDir(), "keys"), 3*time.Hour, nil)
 	if _, err := d.Init(keys.ES256); err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func newRig(t testing.TB, entries int) *rig {
 // reload loads the directory into a new ring, as keys.Store.Reload does.
 func (r *rig) reload(t testing.TB) {
 	t.Helper()
-	ring, err := r.dir.Load(3 * time.Hour)
+	ring, err := r.dir.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,7 +362,7 @@ func TestCacheConcurrentUse(t *testing.T) {
 	}
 	wg.Go(func() {
 		for range 20 { // same keys, new ring: the cache is dropped each time
-			ring, err := r.dir.Load(3 * time.Hour)
+			ring, err := r.dir.Load()
 			if err != nil {
 				wrong.Add(1)
 				continue

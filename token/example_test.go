@@ -16,11 +16,11 @@ import (
 func Example() {
 	tmp, _ := os.MkdirTemp("", "wxtoken-example-")
 	defer os.RemoveAll(tmp)
-	dir := keys.NewDir(filepath.Join(tmp, "keys"), nil)
+	dir := keys.NewDir(filepath.Join(tmp, "keys"), 3*time.Hour, nil)
 	if _, err := dir.Init("ES256"); err != nil {
 		panic(err)
 	}
-	store, err := keys.NewStore(dir, 3*time.Hour, nil)
+	store, err := keys.NewStore(dir, nil)
 	if err != nil {
 		panic(err)
 	}

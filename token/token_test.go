@@ -40,7 +40,7 @@ func (c *clock) now() time.Time { return c.t }
 func mustDir(tb testing.TB, alg string) (*keys.Dir, string) {
 	tb.Helper()
 	path := filepath.Join(tb.TempDir(), "keys")
-	d := keys.NewDir(path, nil)
+	d := keys.NewDir(path, 3*time.Hour, nil)
 	if _, err := d.Init(alg); err != nil {
 		tb.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func mustService(tb testing.TB, ring *keys.Ring, clk *clock) *token.Service {
 
 func mustRing(tb testing.TB, d *keys.Dir) *keys.Ring {
 	tb.Helper()
-	r, err := d.Load(3 * time.Hour)
+	r, err := d.Load()
 	if err != nil {
 		tb.Fatal(err)
 	}
