@@ -17,10 +17,6 @@ type decryptRequest struct {
 	IV            string `json:"iv" validate:"required,max=64"`
 }
 
-type decryptResponse struct {
-	Data json.RawMessage `json:"data"`
-}
-
 // decrypt opens user data WeChat encrypted for this session. Every
 // key-dependent failure answers the same problem (no padding oracle).
 func (h *server) decrypt(c echo.Context) error {
@@ -33,8 +29,38 @@ func (h *server) decrypt(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	return answerJSONMembers(c, member{"data", data})
+}
+
+// member is one name and JSON value of an answer object.
+type member struct {
+	name  string
+	value json.RawMessage
+}
+
+// answerJSONMembers answers 200 with the JSON object of members, whose
+// values are JSON already checked (decrypted user data, rawData), marked
+// no-store. Written by hand: encoding/json would compact every
+// json.RawMessage, a second pass over each byte of the user data.
+func answerJSONMembers(c echo.Context, members ...member) error {
+	size := 3
+	for _, m := range members {
+		size += len(m.name) + len(m.value) + 4
+	}
+	buf := make([]byte, 0, size)
+	buf = append(buf, '{')
+	for i, m := range members {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, '"')
+		buf = append(buf, m.name...)
+		buf = append(buf, '"', ':')
+		buf = append(buf, m.value...)
+	}
+	buf = append(buf, '}', '\n')
 	c.Response().Header().Set("Cache-Control", "no-store")
-	return c.JSON(http.StatusOK, decryptResponse{Data: data})
+	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, buf)
 }
 
 // ownerOf is whom user data opened for session s must belong to: the
@@ -48,11 +74,6 @@ type userinfoRequest struct {
 	Signature     string `json:"signature" validate:"required,max=64"`
 	EncryptedData string `json:"encryptedData" validate:"required_with=IV,max=49152"`
 	IV            string `json:"iv" validate:"required_with=EncryptedData,max=64"`
-}
-
-type userinfoResponse struct {
-	Profile json.RawMessage `json:"profile"`
-	Data    json.RawMessage `json:"data,omitempty"`
 }
 
 // userinfo checks that rawData really came from WeChat for this session
@@ -72,16 +93,14 @@ func (h *server) userinfo(c echo.Context) error {
 	if !json.Valid(raw) || !bytes.HasPrefix(bytes.TrimSpace(raw), []byte("{")) {
 		return kindInvalidRequest.problem("rawData is not a JSON object.")
 	}
-	resp := userinfoResponse{Profile: raw}
-	if req.EncryptedData != "" {
-		data, err := wechat.DecryptUserData(s.SessionKey, ownerOf(s), req.EncryptedData, req.IV)
-		if err != nil {
-			return err
-		}
-		resp.Data = data
+	if req.EncryptedData == "" {
+		return answerJSONMembers(c, member{"profile", raw})
 	}
-	c.Response().Header().Set("Cache-Control", "no-store")
-	return c.JSON(http.StatusOK, resp)
+	data, err := wechat.DecryptUserData(s.SessionKey, ownerOf(s), req.EncryptedData, req.IV)
+	if err != nil {
+		return err
+	}
+	return answerJSONMembers(c, member{"profile", raw}, member{"data", data})
 }
 
 type phoneRequest struct {
