@@ -358,3 +358,14 @@ func doHeader(t testing.TB, url, name, value string) call {
 	b, _ := io.ReadAll(resp.Body)
 	return call{Status: resp.StatusCode, Header: resp.Header, Body: b}
 }
+
+// stoppedLogs stops the server and answers everything it logged. A check
+// that a secret is absent from the logs must read them this way: info lines
+// wait in a batch (internal/logbuf) until the server flushes them.
+func (s *running) stoppedLogs(t testing.TB) string {
+	t.Helper()
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+	return s.logs.String()
+}

@@ -160,7 +160,7 @@ func TestLoginWrongAppSecretIsBadGateway(t *testing.T) {
 	if p["errcode"] != float64(40125) {
 		t.Errorf("errcode = %v", p["errcode"])
 	}
-	if strings.Contains(string(c.Body), "wrong-secret-value") || strings.Contains(s.logs.String(), "wrong-secret-value") {
+	if strings.Contains(string(c.Body), "wrong-secret-value") || strings.Contains(s.stoppedLogs(t), "wrong-secret-value") {
 		t.Error("appsecret leaked")
 	}
 }

@@ -353,7 +353,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 	eventually(t, 5*time.Second, "the rotation is reloaded", func() bool { return strings.Contains(s.logs.String(), `"msg":"keys loaded"`) })
 	keyMaterial := keyMaterialIn(t, f.keysDir)
 
-	logs := s.logs.String()
+	logs := s.stoppedLogs(t)
 	if !strings.Contains(logs, `"msg":"request"`) {
 		t.Fatalf("no request logs captured:\n%s", logs)
 	}
@@ -448,11 +448,7 @@ func TestNoSecretsInDevLogs(t *testing.T) {
 	postJSON(t, s.URL+"/v1/session/check", tok, nil)
 	postJSON(t, s.URL+"/dev/encrypt", tok+"x", map[string]any{"nickName": "Zhang Wei"})
 
-	// Stopping writes out every batched line (see internal/logbuf).
-	if err := s.stop(); err != nil {
-		t.Fatal(err)
-	}
-	logs := s.logs.String()
+	logs := s.stoppedLogs(t)
 	if !strings.Contains(logs, `"msg":"request"`) {
 		t.Fatalf("no request logs captured:\n%s", logs)
 	}

@@ -181,7 +181,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	// One line per request: batched into few writes (see logbuf), with
 	// warnings and errors written at once and everything on the way out.
 	logOut := logbuf.New(stderr, 64<<10, logbuf.Delay)
-	defer logOut.Flush()
+	defer logOut.Close()
 	logger := slog.New(logbuf.Urgent(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: cfg.LogLevel}), logOut, slog.LevelWarn))
 
 	if cfg.Dev {

@@ -304,3 +304,17 @@ func TestRunHelp(t *testing.T) {
 		t.Fatal("an unknown flag was accepted")
 	}
 }
+
+func TestPromCounter(t *testing.T) {
+	exposition := []byte("# HELP go_memstats_mallocs_total Total number of heap objects allocated.\n" +
+		"# TYPE go_memstats_mallocs_total counter\n" +
+		"go_memstats_mallocs_total_other 7\n" +
+		"go_memstats_mallocs_total 1.234567e+06\n")
+	n, err := promCounter(exposition, "go_memstats_mallocs_total")
+	if err != nil || n != 1234567 {
+		t.Fatalf("promCounter = %d, %v; want 1234567", n, err)
+	}
+	if _, err := promCounter(exposition, "go_memstats_frees_total"); err == nil {
+		t.Fatal("a missing counter read as a value")
+	}
+}

@@ -43,6 +43,9 @@ type server struct {
 	proc  *proc
 	base  string // http://addr
 	admin string // side address for allocation counters; "" for wxtoken
+	// metrics is wxtoken's Prometheus endpoint (WXTOKEN_METRICS_ADDR), whose
+	// go_memstats_mallocs_total counts its allocations; "" for the others.
+	metrics string
 	aux   *proc  // Redis, whose CPU the table's requests also cost
 }
 
@@ -196,7 +199,7 @@ func runNotes(o *options) []string {
 		fmt.Sprintf("max req/s: wrk closed loop, %d keep-alive connections, one thread on cpu%d; wrk CPU is its own use of that core", o.Conns, o.LoadCPU),
 		fmt.Sprintf("p50/p99/p99.9: vegeta open loop at %.0f%% of the same contender's max over at most %d connections, exact nearest-rank quantiles; sent/s below at req/s means the load core fell behind", 100*o.OpenRateMul, o.OpenConns),
 		fmt.Sprintf("CPU µs/req: server utime+stime from /proc/<pid>/stat over the closed loop, divided by requests; server alone on cpu%d, GOMAXPROCS=1", o.ServerCPU),
-		"allocs/req: runtime/metrics of the floor and table (heap objects incl. tiny); wxtoken exposes no runtime metrics, see go test -bench -benchmem",
+		"allocs/req: heap objects incl. tiny ones, from runtime/metrics (floor, table) or the same counters in wxtoken's go_memstats_mallocs_total (WXTOKEN_METRICS_ADDR)",
 		"×floor, ×table: wxtoken max req/s over the floor's and the table's on the same route (above 1 is faster)",
 	}
 }
@@ -388,6 +391,12 @@ func (w *world) start(ctx context.Context, kind, alg string) (*server, error) {
 			// logins in flight would shed load (503) that they would queue.
 			"WXTOKEN_UPSTREAM_CONCURRENCY=4096",
 		)
+		metricsAddr, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		srv.metrics = "http://" + metricsAddr + "/metrics"
+		env = append(env, "WXTOKEN_METRICS_ADDR="+metricsAddr)
 		initKeys := exec.CommandContext(ctx, w.wxtoken, "keys", "init", "--alg", alg)
 		initKeys.Env = append(os.Environ(), "WXTOKEN_KEYS_DIR="+keysDir)
 		if b, err := initKeys.CombinedOutput(); err != nil {
@@ -610,8 +619,22 @@ func (s *server) cpu() (own, aux time.Duration, err error) {
 	return own, aux, err
 }
 
-// allocs reads a floor or table server's allocation count; nil for wxtoken.
+// allocs reads a server's cumulative allocation count (heap objects,
+// tiny ones included): a floor's or table's from its side server, wxtoken's
+// from its Prometheus endpoint (the Go collector's go_memstats_mallocs_total,
+// the same two runtime/metrics counters).
 func (w *world) allocs(ctx context.Context, srv *server) (*uint64, error) {
+	if srv.metrics != "" {
+		b, err := w.do(ctx, http.MethodGet, srv.metrics, "", nil, http.StatusOK)
+		if err != nil {
+			return nil, err
+		}
+		n, err := promCounter(b, "go_memstats_mallocs_total")
+		if err != nil {
+			return nil, err
+		}
+		return &n, nil
+	}
 	if srv.admin == "" {
 		return nil, nil
 	}
@@ -624,6 +647,22 @@ func (w *world) allocs(ctx context.Context, srv *server) (*uint64, error) {
 		return nil, err
 	}
 	return &c.Objects, nil
+}
+
+// promCounter reads an unlabelled sample of the Prometheus text exposition.
+func promCounter(exposition []byte, name string) (uint64, error) {
+	for line := range strings.SplitSeq(string(exposition), "\n") {
+		value, ok := strings.CutPrefix(line, name+" ")
+		if !ok {
+			continue
+		}
+		f, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", name, err)
+		}
+		return uint64(f), nil
+	}
+	return 0, fmt.Errorf("%s: not in the exposition", name)
 }
 
 // do sends one request and wants status; it answers the body.

@@ -101,16 +101,16 @@ type bucketKey struct {
 }
 
 // take takes one token from each of the buckets of keys up front and
-// returns how to give them back (at most two keys: a
+// returns how to give them back: own, and wide unless its key is empty (a
 // client's own bucket and its network's). Checking first and spending after the work
 // would let concurrent requests all pass the check before any of them
 // spent; a request that turns out not to count calls refund instead.
-func (l *keyedLimiter) take(keys ...bucketKey) (t taken, ok bool) {
+func (l *keyedLimiter) take(own, wide bucketKey) (t taken, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
 	t = taken{l: l, at: now}
-	for _, k := range keys {
+	for _, k := range [2]bucketKey{own, wide} {
 		if k.key == "" {
 			continue
 		}
@@ -232,7 +232,7 @@ func (h *server) limitDecryptFailures() echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			s := sessionOf(c)
-			refund, ok := l.take(bucketKey{s.AppID + "|" + s.OpenID, 1})
+			refund, ok := l.take(bucketKey{s.AppID + "|" + s.OpenID, 1}, bucketKey{})
 			if !ok {
 				h.cfg.Observer.RateLimited(LimiterDecrypt)
 				return kindRateLimited.problem("Too much user data that did not decrypt for this user. " +

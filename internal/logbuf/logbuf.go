@@ -26,25 +26,26 @@ const Delay = 100 * time.Millisecond
 // unless it is larger than the buffer.
 type Writer struct {
 	mu      sync.Mutex
+	out     io.Writer
 	buf     *bufio.Writer
 	delay   time.Duration
 	pending *time.Timer // armed while the buffer holds a line
-	err     error       // the first error out returned
+	closed  bool        // after Close every line is written at once
 }
 
 // New returns a Writer to out with a buffer of size bytes and lines held at
 // most delay.
 func New(out io.Writer, size int, delay time.Duration) *Writer {
-	return &Writer{buf: bufio.NewWriterSize(out, size), delay: delay}
+	return &Writer{out: out, buf: bufio.NewWriterSize(out, size), delay: delay}
 }
 
 // Write buffers p; it writes out what was buffered first when p does not
-// fit beside it.
+// fit beside it. After Close it writes p at once.
 func (w *Writer) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.err != nil {
-		return 0, w.err
+	if w.closed {
+		return w.out.Write(p)
 	}
 	if len(p) > w.buf.Available() && w.buf.Buffered() > 0 {
 		if err := w.flushLocked(); err != nil {
@@ -53,7 +54,8 @@ func (w *Writer) Write(p []byte) (int, error) {
 	}
 	n, err := w.buf.Write(p)
 	if err != nil {
-		w.err = err
+		// A line larger than the buffer went straight out and failed.
+		w.buf.Reset(w.out)
 		return n, err
 	}
 	if w.buf.Buffered() > 0 && w.pending == nil {
@@ -69,16 +71,27 @@ func (w *Writer) Flush() error {
 	return w.flushLocked()
 }
 
+// Close writes out every buffered line and makes later writes go out at
+// once: lines logged while a process exits (a request finishing after the
+// shutdown grace) are not left in a buffer nobody flushes.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	err := w.flushLocked()
+	w.closed = true
+	return err
+}
+
+// flushLocked writes the buffer out. When out fails, the batch is dropped
+// and the error returned, but the Writer goes on: a disk that was full for
+// a moment must not silence every later line, errors included.
 func (w *Writer) flushLocked() error {
 	if w.pending != nil {
 		w.pending.Stop()
 		w.pending = nil
 	}
-	if w.err != nil {
-		return w.err
-	}
 	if err := w.buf.Flush(); err != nil {
-		w.err = err
+		w.buf.Reset(w.out)
 		return err
 	}
 	return nil

@@ -126,17 +126,52 @@ func TestConcurrentLinesStayWhole(t *testing.T) {
 	}
 }
 
-type failing struct{}
+// flaky fails its first write, then works.
+type flaky struct {
+	writes
+	failed bool
+}
 
-func (failing) Write([]byte) (int, error) { return 0, errors.New("disk full") }
+func (f *flaky) Write(p []byte) (int, error) {
+	if !f.failed {
+		f.failed = true
+		return 0, errors.New("disk full")
+	}
+	return f.writes.Write(p)
+}
 
-func TestOutputErrorsAreReturned(t *testing.T) {
-	w := logbuf.New(failing{}, 64, time.Hour)
-	fmt.Fprintln(w, "one")
+// TestAFailedWriteDoesNotSilenceLaterLines: the batch that failed is lost
+// and its error returned, but later lines are written once out recovers.
+func TestAFailedWriteDoesNotSilenceLaterLines(t *testing.T) {
+	out := &flaky{}
+	w := logbuf.New(out, 64, time.Hour)
+	fmt.Fprintln(w, "lost")
 	if err := w.Flush(); err == nil {
 		t.Fatal("Flush hid the output's error")
 	}
-	if _, err := fmt.Fprintln(w, "two"); err == nil {
-		t.Fatal("a write after a failed flush reported success")
+	fmt.Fprintln(w, "after")
+	if err := w.Flush(); err != nil {
+		t.Fatalf("Flush after the output recovered: %v", err)
+	}
+	if got := out.String(); got != "after\n" {
+		t.Fatalf("written %q, want the line logged after the failure", got)
+	}
+}
+
+// TestCloseFlushesAndWritesThrough: lines logged after Close (a request
+// finishing as the process exits) go out at once.
+func TestCloseFlushesAndWritesThrough(t *testing.T) {
+	out := &writes{}
+	w := logbuf.New(out, 4096, time.Hour)
+	fmt.Fprintln(w, "before")
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "before\n" {
+		t.Fatalf("after Close: %q", out.String())
+	}
+	fmt.Fprintln(w, "late")
+	if out.String() != "before\nlate\n" {
+		t.Fatalf("a line after Close was held: %q", out.String())
 	}
 }
