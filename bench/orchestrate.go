@@ -46,7 +46,7 @@ type server struct {
 	// metrics is wxtoken's Prometheus endpoint (WXTOKEN_METRICS_ADDR), whose
 	// go_memstats_mallocs_total counts its allocations; "" for the others.
 	metrics string
-	aux   *proc  // Redis, whose CPU the table's requests also cost
+	aux     *proc // Redis, whose CPU the table's requests also cost
 }
 
 // orchestrate is a whole run: start the shared parts, measure each
