@@ -25,28 +25,6 @@ const (
 	LimiterDecrypt  = "decrypt"
 )
 
-// observe reports every request to the Observer once its answer is
-// rendered. The route label is taken only from the routes registered in
-// New, so a path no route matched (a scanner's, say) reports "" whatever
-// echo's router does with it.
-func (h *server) observe(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		start := time.Now()
-		err := next(c)
-		if err != nil {
-			// Render now so the status observed is the one the client got.
-			c.Error(err)
-			err = nil
-		}
-		route := c.Path()
-		if !h.routes[route] {
-			route = ""
-		}
-		h.cfg.Observer.Request(route, c.Request().Method, c.Response().Status, time.Since(start))
-		return err
-	}
-}
-
 // routeSet lists the patterns of e's routes.
 func routeSet(e *echo.Echo) map[string]bool {
 	set := map[string]bool{}

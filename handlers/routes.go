@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/labstack/echo/v4/middleware"
 
 	"github.com/wxtoken/wxtoken/secret"
 	"github.com/wxtoken/wxtoken/token"
@@ -158,16 +157,7 @@ func New(cfg Config) (*Handler, error) {
 	e.HTTPErrorHandler = errorHandler(cfg.Logger)
 	e.IPExtractor = ipExtractor(cfg.TrustedProxies)
 
-	e.Pre(dropUnsafeRequestID)
-	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{
-		RequestIDHandler: func(c echo.Context, id string) {
-			c.SetRequest(c.Request().WithContext(withRequestID(c.Request().Context(), id)))
-		},
-	}))
-	e.Use(h.observe)
-	e.Use(h.accessLog)
-	e.Use(h.recoverer)
-	e.Use(securityHeaders)
+	e.Use(h.frame)
 
 	// Every GET route answers HEAD too (RFC 9110 9.3.2), for curl -I and
 	// HEAD-based monitors; net/http drops the body of a HEAD answer.
@@ -247,19 +237,8 @@ func (h *server) userLimiter() echo.MiddlewareFunc {
 	}, l.retryAfter(), "Too many calls for this user. Retry later.")
 }
 
-// dropUnsafeRequestID keeps a caller's X-Request-Id (a proxy's, for log
-// correlation) only when it is short and plain; anything else is replaced
-// by a fresh id, so a client cannot stuff the logs.
-func dropUnsafeRequestID(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		hdr := c.Request().Header
-		if id := hdr.Get(echo.HeaderXRequestID); id != "" && !plainID(id) {
-			hdr.Del(echo.HeaderXRequestID)
-		}
-		return next(c)
-	}
-}
-
+// plainID reports whether a caller's request id is short and plain enough
+// to keep.
 func plainID(id string) bool {
 	if len(id) > 64 {
 		return false
@@ -281,15 +260,6 @@ func (h *server) work(c echo.Context) (context.Context, context.CancelFunc) {
 		return context.WithCancel(c.Request().Context())
 	}
 	return context.WithTimeout(c.Request().Context(), h.cfg.RequestTimeout)
-}
-
-func securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		h := c.Response().Header()
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
-		return next(c)
-	}
 }
 
 func (h *server) healthz(c echo.Context) error {
