@@ -201,6 +201,7 @@ func runNotes(o *options) []string {
 		fmt.Sprintf("CPU µs/req: server utime+stime from /proc/<pid>/stat over the closed loop, divided by requests; server alone on cpu%d, GOMAXPROCS=1", o.ServerCPU),
 		"allocs/req: heap objects incl. tiny ones, from runtime/metrics (floor, table) or the same counters in wxtoken's go_memstats_mallocs_total (WXTOKEN_METRICS_ADDR)",
 		"×floor, ×table: wxtoken max req/s over the floor's and the table's on the same route (above 1 is faster)",
+		"table CPU÷: the table's CPU per request, Redis's included, over wxtoken's (above 1, wxtoken costs less per request)",
 	}
 }
 

@@ -107,6 +107,11 @@ type Ratio struct {
 	Throughput float64 `json:"throughput"`
 	P99        float64 `json:"p99"`
 	CPU        float64 `json:"cpu"`
+	// Cheaper is the other contender's whole CPU per request (Redis's
+	// included, for the table) over wxtoken's: above 1, wxtoken costs the
+	// machines that serve it less per request. Throughput compares only
+	// the pinned server process; this counts every process the design needs.
+	Cheaper float64 `json:"cheaper"`
 }
 
 // Soak is a long run at a fixed rate, to see whether memory stays flat.
@@ -210,7 +215,14 @@ func ratio(a, b *Row) *Ratio {
 		}
 		return x / y
 	}
-	return &Ratio{Throughput: div(a.MaxRPS, b.MaxRPS), P99: div(a.P99ms, b.P99ms), CPU: div(a.CPUus, b.CPUus)}
+	total := func(r *Row) float64 {
+		if r.AuxCPUus != nil {
+			return r.CPUus + *r.AuxCPUus
+		}
+		return r.CPUus
+	}
+	return &Ratio{Throughput: div(a.MaxRPS, b.MaxRPS), P99: div(a.P99ms, b.P99ms), CPU: div(a.CPUus, b.CPUus),
+		Cheaper: div(total(b), total(a))}
 }
 
 // totalErrors counts every failed request of the run.
@@ -230,19 +242,19 @@ func printTable(w io.Writer, res *Results) {
 	m := res.Machine
 	fmt.Fprintf(w, "machine: %s, %d cores, %s; load average %s at start, %s at end\n\n", m.CPU, m.Cores, m.Go, m.LoadStart, m.LoadEnd)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "route\tcontender\tmax req/s\tp50 ms\tp99 ms\tp99.9 ms\tat req/s\tCPU µs/req\tallocs/req\terrors\twrk CPU\t×floor\t×table\t")
+	fmt.Fprintln(tw, "route\tcontender\tmax req/s\tp50 ms\tp99 ms\tp99.9 ms\tat req/s\tCPU µs/req\tallocs/req\terrors\twrk CPU\t×floor\t×table\ttable CPU÷\t")
 	for _, r := range res.Rows {
 		if r.NA {
-			fmt.Fprintf(tw, "%s\t%s\tn/a\tn/a\tn/a\tn/a\tn/a\tn/a\tn/a\tn/a\tn/a\tn/a\tn/a\tn/a\t\n", r.Route, r.Contender)
+			fmt.Fprintf(tw, "%s\t%s\tn/a\tn/a\tn/a\tn/a\tn/a\tn/a\tn/a\tn/a\tn/a\tn/a\tn/a\tn/a\tn/a\t\n", r.Route, r.Contender)
 			continue
 		}
 		cpu := fmt.Sprintf("%.1f", r.CPUus)
 		if r.AuxCPUus != nil {
 			cpu += fmt.Sprintf(" +%.1f redis", *r.AuxCPUus)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.2f\t%.2f\t%.2f\t%.0f\t%.0f\t%s\t%s\t%d\t%.0f%%\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.2f\t%.2f\t%.2f\t%.0f\t%.0f\t%s\t%s\t%d\t%.0f%%\t%s\t%s\t%s\t\n",
 			r.Route, r.Contender, r.MaxRPS, r.P50ms, r.P99ms, r.P999ms, r.Rate, r.Achieved, cpu, optFloat(r.Allocs, "%.0f"),
-			r.ClosedErrors+r.OpenErrors, 100*r.ClientCPU, ratioText(r.VsFloor), ratioText(r.VsTable))
+			r.ClosedErrors+r.OpenErrors, 100*r.ClientCPU, ratioText(r.VsFloor), ratioText(r.VsTable), cheaperText(r.VsTable))
 	}
 	tw.Flush()
 	if len(res.Soaks) > 0 {
@@ -267,6 +279,13 @@ func optFloat(v *float64, format string) string {
 	return fmt.Sprintf(format, *v)
 }
 
+func cheaperText(r *Ratio) string {
+	if r == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", r.Cheaper)
+}
+
 func ratioText(r *Ratio) string {
 	if r == nil {
 		return "-"
@@ -287,11 +306,11 @@ func (res *Results) writeFile(path string) error {
 // route and contender, then the soak.
 func writeMarkdown(w io.Writer, res *Results) error {
 	var b strings.Builder
-	b.WriteString("| route | contender | max req/s | p50 / p99 / p99.9 ms at ½ max | CPU µs/req | allocs/req | errors | × floor | × table |\n")
-	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|\n")
+	b.WriteString("| route | contender | max req/s | p50 / p99 / p99.9 ms at ½ max | CPU µs/req | allocs/req | errors | × floor | × table | table CPU ÷ wxtoken's |\n")
+	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, r := range res.Rows {
 		if r.NA {
-			fmt.Fprintf(&b, "| %s | %s | n/a | n/a | n/a | n/a | n/a | | |\n", r.Route, r.Contender)
+			fmt.Fprintf(&b, "| %s | %s | n/a | n/a | n/a | n/a | n/a | | | |\n", r.Route, r.Contender)
 			continue
 		}
 		cpu := fmt.Sprintf("%.0f", r.CPUus)
@@ -304,9 +323,13 @@ func writeMarkdown(w io.Writer, res *Results) error {
 			}
 			return fmt.Sprintf("%.2f×", x.Throughput)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f / %.2f / %.2f | %s | %s | %d | %s | %s |\n",
+		cheaper := ""
+		if r.VsTable != nil {
+			cheaper = fmt.Sprintf("%.2f×", r.VsTable.Cheaper)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f / %.2f / %.2f | %s | %s | %d | %s | %s | %s |\n",
 			r.Route, r.Contender, r.MaxRPS, r.P50ms, r.P99ms, r.P999ms, cpu, optFloat(r.Allocs, "%.0f"),
-			r.ClosedErrors+r.OpenErrors, vs(r.VsFloor), vs(r.VsTable))
+			r.ClosedErrors+r.OpenErrors, vs(r.VsFloor), vs(r.VsTable), cheaper)
 	}
 	if len(res.Soaks) > 0 {
 		b.WriteString("\n| soak | contender | req/s | seconds | requests | errors | RSS start → end (peak) MiB |\n")
