@@ -20,6 +20,7 @@ func TestEmergencyRotationRevokesCachedTokens(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an OS process")
 	}
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	e := f.env.with("WXTOKEN_RELOAD_INTERVAL", "1h")
 	if cfg := loadConfig(e.getenv); cfg.TokenCacheEntries != token.DefaultCacheEntries {

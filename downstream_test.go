@@ -340,6 +340,7 @@ func TestExampleDownstream(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and starts an OS process")
 	}
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	s := startServer(t, f.env.with("WXTOKEN_ISSUER", testIssuer))
 	target, err := url.Parse(s.URL)

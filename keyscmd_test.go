@@ -159,6 +159,7 @@ func TestSIGHUPReloadsAndCorruptKeyFilesAreRefused(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts OS processes")
 	}
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	e := f.env.with("WXTOKEN_RELOAD_INTERVAL", "1h")
 	p := startProcess(t, e)

@@ -108,6 +108,7 @@ func TestLoginIssuesVerifiableToken(t *testing.T) {
 }
 
 func TestLoginWeChatErrors(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	s := startServer(t, f.env.with("WECHAT_TIMEOUT", "500ms"))
 	tests := []struct {

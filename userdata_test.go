@@ -9,43 +9,31 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wxtoken/wxtoken/internal/wxtest"
 	"github.com/wxtoken/wxtoken/keys"
 	"github.com/wxtoken/wxtoken/secret"
 	"github.com/wxtoken/wxtoken/token"
 	"github.com/wxtoken/wxtoken/wechat"
 )
 
-// WeChat's published vectors (shared/docs/wechat-api.md, from WeChat's docs).
-const (
-	vectorAppID         = "wx4f4bc4dec97d474b"
-	vectorOpenID        = "oGZUI0egBJY1zhBYw2KhdUfwVJJE"
-	vectorUnionID       = "ocMvos6NjeKLIBqg5Mr9QjxrP1FA"
-	vectorSessionKey    = "tiihtNczf5v6AKRyjwEUhQ=="
-	vectorIV            = "r7BXXKkLb8qrSNn05n0qiA=="
-	vectorEncryptedData = "CiyLU1Aw2KjvrjMdj8YKliAjtP4gsMZMQmRzooG2xrDcvSnxIMXFufNstNGTyaGS9uT5geRa0W4oTOb1WT7fJlAC+oNPdbB+3hVbJSRgv+4lGOETKUQz6OYStslQ142dNCuabNPGBzlooOmB231qMM85d2/fV6ChevvXvQP8Hkue1poOFtnEtpyxVLW1zAo6/1Xx1COxFvrc2d7UL/lmHInNlxuacJXwu0fjpXfz/YqYzBIBzD6WUfTIF9GRHpOn/Hz7saL8xz+W//FRAUid1OksQaQx4CMs8LOddcQhULW4ucetDf96JcR3g0gfRK4PC7E/r7Z6xNrXd2UIeorGj5Ef7b1pJAYB6Y5anaHqZ9J6nKEBvB4DnNLIVWSgARns/8wR2SiRS7MNACwTyrGvt9ts8p12PKFdlqYTopNHR1Vf7XjfhQlVsAJdNiKdYmYVoKlaRv85IfVunYzO0IKXsyl7JCUjCpoG20f0a04COwfneQAGGwd5oa+T8yO5hzuyDb/XcxxmK01EpqOyuxINew=="
-	vectorRawData       = `{"nickName":"Band","gender":1,"language":"zh_CN","city":"Guangzhou","province":"Guangdong","country":"CN","avatarUrl":"http://wx.qlogo.cn/mmopen/vi_32/1vZvI39NWFQ9XM4LtQpFrQJ1xlgZxx3w7bQxKARol6503Iuswjjn6nIGBiaycAjAtpujxyzYsrztuuICqIM5ibXQ/0"}`
-	vectorRawSessionKey = "HyVFkGl5F5OQWJZZaNzBBg=="
-	vectorSignature     = "75e81ceda165f4ffa64f4068af58c64b8f54b88c"
-)
-
 func TestWeChatVectorsThroughHTTP(t *testing.T) {
-	f := newFixture(t, vectorAppID)
+	f := newFixture(t, wxtest.VectorAppID)
 	s := startServer(t, f.env)
 
-	f.emu.PresetLogin("vector-decrypt", vectorOpenID, vectorUnionID, vectorSessionKey)
+	f.emu.PresetLogin("vector-decrypt", wxtest.VectorOpenID, wxtest.VectorUnionID, wxtest.VectorSessionKey)
 	tok, _ := login(t, s.URL, "vector-decrypt")
-	c := postJSON(t, s.URL+"/v1/decrypt", tok, map[string]string{"encryptedData": vectorEncryptedData, "iv": vectorIV})
+	c := postJSON(t, s.URL+"/v1/decrypt", tok, map[string]string{"encryptedData": wxtest.VectorEncryptedData, "iv": wxtest.VectorIV})
 	if c.Status != 200 {
 		t.Fatalf("decrypt = %d %s", c.Status, c.Body)
 	}
 	data := c.json(t)["data"].(map[string]any)
-	if data["nickName"] != "Band" || data["openId"] != vectorOpenID || data["unionId"] != "ocMvos6NjeKLIBqg5Mr9QjxrP1FA" {
+	if data["nickName"] != "Band" || data["openId"] != wxtest.VectorOpenID || data["unionId"] != "ocMvos6NjeKLIBqg5Mr9QjxrP1FA" {
 		t.Errorf("decrypted %v", data)
 	}
 
-	f.emu.PresetLogin("vector-sign", "oVectorSignUser000000000000", "", vectorRawSessionKey)
+	f.emu.PresetLogin("vector-sign", "oVectorSignUser000000000000", "", wxtest.VectorRawSessionKey)
 	tok2, _ := login(t, s.URL, "vector-sign")
-	c = postJSON(t, s.URL+"/v1/userinfo", tok2, map[string]string{"rawData": vectorRawData, "signature": vectorSignature})
+	c = postJSON(t, s.URL+"/v1/userinfo", tok2, map[string]string{"rawData": wxtest.VectorRawData, "signature": wxtest.VectorSignature})
 	if c.Status != 200 {
 		t.Fatalf("userinfo = %d %s", c.Status, c.Body)
 	}
@@ -53,16 +41,16 @@ func TestWeChatVectorsThroughHTTP(t *testing.T) {
 		t.Errorf("profile %v", p)
 	}
 	// The same signature under another session's key is refused.
-	c = postJSON(t, s.URL+"/v1/userinfo", tok, map[string]string{"rawData": vectorRawData, "signature": vectorSignature})
+	c = postJSON(t, s.URL+"/v1/userinfo", tok, map[string]string{"rawData": wxtest.VectorRawData, "signature": wxtest.VectorSignature})
 	assertProblem(t, c, 400, "invalid-signature")
 	// Uppercase hex is the same signature.
-	c = postJSON(t, s.URL+"/v1/userinfo", tok2, map[string]string{"rawData": vectorRawData, "signature": strings.ToUpper(vectorSignature)})
+	c = postJSON(t, s.URL+"/v1/userinfo", tok2, map[string]string{"rawData": wxtest.VectorRawData, "signature": strings.ToUpper(wxtest.VectorSignature)})
 	if c.Status != 200 {
 		t.Errorf("uppercase signature = %d", c.Status)
 	}
 	// With encryptedData the decrypted data comes along (openId, unionId).
-	c = postJSON(t, s.URL+"/v1/userinfo", tok, map[string]string{"rawData": vectorRawData,
-		"signature": sha1Hex(vectorRawData + vectorSessionKey), "encryptedData": vectorEncryptedData, "iv": vectorIV})
+	c = postJSON(t, s.URL+"/v1/userinfo", tok, map[string]string{"rawData": wxtest.VectorRawData,
+		"signature": wxtest.Signature(wxtest.VectorRawData, wxtest.VectorSessionKey), "encryptedData": wxtest.VectorEncryptedData, "iv": wxtest.VectorIV})
 	if c.Status != 200 {
 		t.Fatalf("userinfo with data = %d %s", c.Status, c.Body)
 	}
@@ -138,7 +126,7 @@ func TestDecryptIsNoPaddingOracle(t *testing.T) {
 	}
 	// /v1/userinfo opens the same data the same way.
 	c := postJSON(t, s.URL+"/v1/userinfo", tok, map[string]string{"rawData": `{"nickName":"x"}`,
-		"signature": sha1Hex(`{"nickName":"x"}` + sk.Reveal()), "encryptedData": good, "iv": evilIV})
+		"signature": wxtest.Signature(`{"nickName":"x"}`, sk.Reveal()), "encryptedData": good, "iv": evilIV})
 	assertProblem(t, c, 400, "decryption-failed")
 	if !bytes.Equal(first, c.Body) {
 		t.Errorf("userinfo with block 1 rewritten answered differently:\n%s\n%s", first, c.Body)
@@ -152,16 +140,16 @@ func TestDecryptNamesKeyIndependentMistakes(t *testing.T) {
 	f := newFixture(t, testAppID)
 	s := startServer(t, f.env)
 	tok, _ := login(t, s.URL, "code-mistakes")
-	spaced := strings.ReplaceAll(vectorEncryptedData, "+", " ")
-	urlenc := strings.ReplaceAll(vectorEncryptedData, "+", "%2B")
+	spaced := strings.ReplaceAll(wxtest.VectorEncryptedData, "+", " ")
+	urlenc := strings.ReplaceAll(wxtest.VectorEncryptedData, "+", "%2B")
 	tests := []struct {
 		name, data, iv, want string
 	}{
-		{"plus became space", spaced, vectorIV, "space"},
-		{"url-encoded", urlenc, vectorIV, "URL"},
-		{"iv length", vectorEncryptedData, base64.StdEncoding.EncodeToString([]byte("short")), "16"},
-		{"not block multiple", base64.StdEncoding.EncodeToString([]byte("0123456789")), vectorIV, "16"},
-		{"not base64", "!!!!", vectorIV, "base64"},
+		{"plus became space", spaced, wxtest.VectorIV, "space"},
+		{"url-encoded", urlenc, wxtest.VectorIV, "URL"},
+		{"iv length", wxtest.VectorEncryptedData, base64.StdEncoding.EncodeToString([]byte("short")), "16"},
+		{"not block multiple", base64.StdEncoding.EncodeToString([]byte("0123456789")), wxtest.VectorIV, "16"},
+		{"not base64", "!!!!", wxtest.VectorIV, "base64"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -172,7 +160,7 @@ func TestDecryptNamesKeyIndependentMistakes(t *testing.T) {
 			}
 		})
 	}
-	c := postJSON(t, s.URL+"/v1/decrypt", tok, map[string]string{"iv": vectorIV})
+	c := postJSON(t, s.URL+"/v1/decrypt", tok, map[string]string{"iv": wxtest.VectorIV})
 	assertProblem(t, c, 400, "invalid-request")
 }
 
@@ -285,6 +273,7 @@ func TestStatelessAcrossReplicas(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts OS processes")
 	}
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	a := startProcess(t, f.env)
 	b := startProcess(t, f.env)
