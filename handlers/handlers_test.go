@@ -3,8 +3,6 @@ package handlers_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha1"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -20,6 +18,7 @@ import (
 	"github.com/wxtoken/wxtoken/emulator"
 	"github.com/wxtoken/wxtoken/handlers"
 	"github.com/wxtoken/wxtoken/internal/syncbuf"
+	"github.com/wxtoken/wxtoken/internal/wxtest"
 	"github.com/wxtoken/wxtoken/keys"
 	"github.com/wxtoken/wxtoken/secret"
 	"github.com/wxtoken/wxtoken/token"
@@ -79,9 +78,7 @@ func newFixture(t testing.TB, o options) *fixture {
 	logs := new(syncbuf.Buffer)
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
-	wx := emulator.New(emulator.Config{Apps: map[string]string{appA: secretA, appB: secretB}, UnionID: true})
-	wxSrv := httptest.NewServer(wx)
-	t.Cleanup(wxSrv.Close)
+	wx, wxURL := wxtest.MustEmulator(t, map[string]string{appA: secretA, appB: secretB})
 
 	dir := keys.NewDir(filepath.Join(t.TempDir(), "keys"), nil)
 	if _, err := dir.Init(keys.ES256); err != nil {
@@ -91,7 +88,7 @@ func newFixture(t testing.TB, o options) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := wechat.NewClient(wechat.Config{BaseURL: wxSrv.URL, Timeout: 2 * time.Second, Logger: logger})
+	client, err := wechat.NewClient(wechat.Config{BaseURL: wxURL, Timeout: 2 * time.Second, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,9 +123,11 @@ func newFixture(t testing.TB, o options) *fixture {
 	}
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	return &fixture{srv: srv, wx: wx, tokens: tokens, logs: logs, dir: dir, store: store, wxURL: wxSrv.URL}
+	return &fixture{srv: srv, wx: wx, tokens: tokens, logs: logs, dir: dir, store: store, wxURL: wxURL}
 }
 
+// answer is one exchange read whole (wxtest.Answer under the short field
+// names these tests use).
 type answer struct {
 	status int
 	header http.Header
@@ -137,45 +136,20 @@ type answer struct {
 
 func (a answer) json(t testing.TB) map[string]any {
 	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal(a.body, &m); err != nil {
-		t.Fatalf("body %q is not a JSON object: %v", a.body, err)
-	}
-	return m
+	return wxtest.Answer{Status: a.status, Header: a.header, Body: a.body}.JSON(t)
 }
+
+func answerOf(a wxtest.Answer) answer { return answer{a.Status, a.Header, a.Body} }
 
 // send makes one request with these headers and reads the whole answer.
 func (f *fixture) send(t testing.TB, method, path string, body io.Reader, header map[string]string) answer {
 	t.Helper()
-	req, err := http.NewRequest(method, f.srv.URL+path, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return answer{resp.StatusCode, resp.Header, b}
+	return answerOf(wxtest.Send(t, method, f.srv.URL+path, body, header))
 }
 
 func (f *fixture) do(t testing.TB, method, path, bearer, contentType, body string) answer {
 	t.Helper()
-	header := map[string]string{}
-	if contentType != "" {
-		header["Content-Type"] = contentType
-	}
-	if bearer != "" {
-		header["Authorization"] = "Bearer " + bearer
-	}
-	return f.send(t, method, path, strings.NewReader(body), header)
+	return answerOf(wxtest.Do(t, method, f.srv.URL+path, bearer, contentType, []byte(body)))
 }
 
 func (f *fixture) post(t testing.TB, path, bearer, body string) answer {
@@ -186,33 +160,18 @@ func (f *fixture) post(t testing.TB, path, bearer, body string) answer {
 // login answers a token for a fresh user of appid.
 func (f *fixture) login(t testing.TB, appid, code string) string {
 	t.Helper()
-	a := f.post(t, "/v1/login", "", `{"code":"`+code+`","appid":"`+appid+`"}`)
-	if a.status != http.StatusOK {
-		t.Fatalf("login: %d %s", a.status, a.body)
-	}
-	tok, _ := a.json(t)["access_token"].(string)
-	if tok == "" {
-		t.Fatalf("login answered no access_token: %s", a.body)
-	}
+	tok, _ := wxtest.Login(t, f.srv.URL, appid, code)
 	return tok
 }
 
-// wantProblem checks that a is problem+json of the given type and status.
+// wantProblem checks that a is problem+json of the given type and status,
+// and that the type is catalogued with that status.
 func wantProblem(t testing.TB, a answer, status int, slug string) map[string]any {
 	t.Helper()
-	if a.status != status {
-		t.Fatalf("status %d, want %d: %s", a.status, status, a.body)
+	if handlers.ProblemTypePrefix != wxtest.ProblemTypePrefix {
+		t.Fatalf("problem types start %q, wxtest expects %q", handlers.ProblemTypePrefix, wxtest.ProblemTypePrefix)
 	}
-	if ct := a.header.Get("Content-Type"); ct != "application/problem+json" {
-		t.Fatalf("Content-Type %q, want application/problem+json", ct)
-	}
-	p := a.json(t)
-	if p["type"] != handlers.ProblemTypePrefix+slug {
-		t.Fatalf("type %v, want %s", p["type"], handlers.ProblemTypePrefix+slug)
-	}
-	if int(p["status"].(float64)) != status || p["title"] == "" || p["detail"] == "" {
-		t.Fatalf("incomplete problem: %s", a.body)
-	}
+	p := wxtest.WantProblem(t, wxtest.Answer{Status: a.status, Header: a.header, Body: a.body}, status, slug)
 	if got := handlers.Kinds()[handlers.ProblemTypePrefix+slug]; got != status {
 		t.Fatalf("type %s is catalogued with status %d, answered %d", slug, got, status)
 	}
@@ -461,6 +420,9 @@ func TestJWKSConditionalGet(t *testing.T) {
 		if a.status != tc.want {
 			t.Errorf("If-None-Match %s: %d, want %d", tc.ifNoneMatch, a.status, tc.want)
 		}
+		if a.status == http.StatusNotModified && len(a.body) != 0 {
+			t.Errorf("If-None-Match %s: 304 with a %d-byte body", tc.ifNoneMatch, len(a.body))
+		}
 	}
 }
 
@@ -493,7 +455,7 @@ func TestUserDataRoutes(t *testing.T) {
 	// its answer is a /v1/userinfo request as it stands.
 	rawData, _ := pair["rawData"].(string)
 	sig, _ := pair["signature"].(string)
-	if rawData != `{"gender":1,"nickName":"Band"}` || sig != wechatSignature(rawData, sess.SessionKey.Reveal()) {
+	if rawData != `{"gender":1,"nickName":"Band"}` || sig != wxtest.Signature(rawData, sess.SessionKey.Reveal()) {
 		t.Fatalf("dev encrypt rawData %q signature %q", rawData, sig)
 	}
 	if a := f.post(t, "/v1/userinfo", tok, string(enc.body)); a.status != 200 ||
@@ -539,11 +501,6 @@ func TestDevRouteAbsentOutsideDevMode(t *testing.T) {
 	f := newFixture(t, options{})
 	tok := f.login(t, appA, "no-dev")
 	wantProblem(t, f.post(t, "/dev/encrypt", tok, `{"a":1}`), 404, "not-found")
-}
-
-func wechatSignature(rawData, sessionKey string) string {
-	sum := sha1.Sum([]byte(rawData + sessionKey))
-	return hex.EncodeToString(sum[:])
 }
 
 // TestUserRateLimit: the routes that spend WeChat calls are limited per user,
@@ -684,8 +641,13 @@ func BenchmarkHTTP(b *testing.B) {
 // has arrived, so a client slow to send it still gets its login, and WeChat
 // (and its circuit breaker) never sees an already-expired call.
 func TestSlowBodyDoesNotEatWeChatTime(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, options{requestTimeout: 300 * time.Millisecond})
-	for i := range 6 { // more than the breaker's threshold of 5
+	// More logins than the breaker's threshold of 5, all at once: each
+	// client takes 400 ms to send its body.
+	const logins = 6
+	statuses := make(chan string, logins)
+	for i := range logins {
 		pr, pw := io.Pipe()
 		go func() {
 			_, _ = io.WriteString(pw, `{"code":`)
@@ -693,8 +655,19 @@ func TestSlowBodyDoesNotEatWeChatTime(t *testing.T) {
 			_, _ = io.WriteString(pw, `"slow-body-`+strconv.Itoa(i)+`"}`)
 			pw.Close()
 		}()
-		if a := f.send(t, http.MethodPost, "/v1/login", pr, map[string]string{"Content-Type": "application/json"}); a.status != 200 {
-			t.Fatalf("login %d with a body slower than the request budget: %d %s", i, a.status, a.body)
+		go func() {
+			resp, err := http.Post(f.srv.URL+"/v1/login", "application/json", pr)
+			if err != nil {
+				statuses <- err.Error()
+				return
+			}
+			resp.Body.Close()
+			statuses <- resp.Status
+		}()
+	}
+	for range logins {
+		if st := <-statuses; st != "200 OK" {
+			t.Errorf("a login with a body slower than the request budget: %s", st)
 		}
 	}
 }
