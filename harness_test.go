@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -138,6 +139,10 @@ func startServer(t testing.TB, e env, args ...string) *running {
 	var stopErr error
 	s.stop = func() error {
 		once.Do(func() {
+			// A connection the client dialed but never sent a request on
+			// holds a graceful shutdown for 5 s (net/http counts it idle only
+			// after that); the shared client's idle connections go first.
+			http.DefaultClient.CloseIdleConnections()
 			cancel()
 			select {
 			case stopErr = <-done:
