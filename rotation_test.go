@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wxtoken/wxtoken/internal/wxtest"
 	"github.com/wxtoken/wxtoken/secret"
 	"github.com/wxtoken/wxtoken/wechat"
 )
@@ -110,7 +111,7 @@ func TestRotationAcrossReplicas(t *testing.T) {
 		}
 	}
 	sk := secret.String(f.emu.CurrentSessionKey(testAppID, answer["openid"].(string)))
-	data, iv, err := wechat.EncryptUserData(sk, userInfo(answer, `"x":1`))
+	data, iv, err := wechat.EncryptUserData(sk, wxtest.UserInfo(testAppID, answer, `"x":1`))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,6 +68,7 @@ type options struct {
 	authFailRate   float64 // burst 3
 	trusted        []*net.IPNet
 	requestTimeout time.Duration
+	wechatTimeout  time.Duration    // the WeChat client's per-call timeout; 2 s if zero
 	cacheEntries   int              // verified-token cache; 0 is off
 	now            func() time.Time // the token service's and the handlers' clock; time.Now if nil
 	observer       handlers.Observer
@@ -88,7 +89,11 @@ func newFixture(t testing.TB, o options) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := wechat.NewClient(wechat.Config{BaseURL: wxURL, Timeout: 2 * time.Second, Logger: logger})
+	wechatTimeout := o.wechatTimeout
+	if wechatTimeout == 0 {
+		wechatTimeout = 2 * time.Second
+	}
+	client, err := wechat.NewClient(wechat.Config{BaseURL: wxURL, Timeout: wechatTimeout, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,19 +274,29 @@ func (u unusedWeChat) UserRiskRank(context.Context, wechat.Credentials, string, 
 }
 
 // TestBearerChallenges: RFC 6750 section 3 — a bare challenge when no
-// credentials came, error="invalid_token" when bad ones did.
+// credentials came, error="invalid_token" when bad ones did; a good token
+// is taken whatever the case of its scheme.
 func TestBearerChallenges(t *testing.T) {
 	f := newFixture(t, options{})
+	good := f.login(t, appA, "bearer-rules")
+	parts := strings.Split(good, ".")
+	sig := []byte(parts[2])
+	sig[5] ^= 1
+	tampered := parts[0] + "." + parts[1] + "." + string(sig)
 	for _, tc := range []struct {
 		name, authorization string
+		status              int
 		invalidToken        bool
 	}{
-		{"none", "", false},
-		{"basic scheme", "Basic dXNlcjpwYXNz", false},
-		{"bearer without token", "Bearer ", true},
-		{"not a b64token", "Bearer abc def", true},
-		{"garbage", "Bearer abc.def.ghi", true},
-		{"lower-case scheme, garbage", "bearer abc.def.ghi", true},
+		{"none", "", 401, false},
+		{"basic scheme", "Basic dXNlcjpwYXNz", 401, false},
+		{"bearer without token", "Bearer ", 401, true},
+		{"not a b64token", "Bearer abc def", 401, true},
+		{"garbage", "Bearer abc.def.ghi", 401, true},
+		{"lower-case scheme, garbage", "bearer abc.def.ghi", 401, true},
+		{"bad signature", "Bearer " + tampered, 401, true},
+		{"good", "Bearer " + good, 200, false},
+		{"lower-case scheme, good", "bearer " + good, 200, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			header := map[string]string{}
@@ -289,17 +304,26 @@ func TestBearerChallenges(t *testing.T) {
 				header["Authorization"] = tc.authorization
 			}
 			a := f.send(t, http.MethodPost, "/v1/session/check", nil, header)
+			if tc.status == 200 {
+				if a.status != 200 || a.header.Get("WWW-Authenticate") != "" {
+					t.Fatalf("%d %q %s", a.status, a.header.Get("WWW-Authenticate"), a.body)
+				}
+				return
+			}
 			slug := "unauthorized"
 			if tc.invalidToken {
 				slug = "invalid-token"
 			}
 			wantProblem(t, a, 401, slug)
 			challenge := a.header.Get("WWW-Authenticate")
-			if !strings.HasPrefix(challenge, "Bearer ") {
+			if !strings.HasPrefix(challenge, "Bearer ") || !strings.Contains(challenge, `realm="wxtoken"`) {
 				t.Fatalf("WWW-Authenticate %q", challenge)
 			}
 			if got := strings.Contains(challenge, `error="invalid_token"`); got != tc.invalidToken {
 				t.Fatalf("WWW-Authenticate %q: invalid_token %v, want %v", challenge, got, tc.invalidToken)
+			}
+			if !tc.invalidToken && strings.Contains(challenge, "error=") {
+				t.Fatalf("a request without a token must get a bare challenge: %q", challenge)
 			}
 		})
 	}
@@ -367,6 +391,34 @@ func TestWeChatErrcodesMapped(t *testing.T) {
 			}
 			if d, _ := p["detail"].(string); !strings.Contains(d, tc.errcode) {
 				t.Fatalf("detail %q does not name errcode %s", d, tc.errcode)
+			}
+		})
+	}
+}
+
+// TestWeChatFailuresMapped: WeChat failing at the HTTP level (an error
+// status, an answer that is not JSON, a reset, no answer within the
+// client's timeout) is a 502 or 504 problem with Retry-After.
+func TestWeChatFailuresMapped(t *testing.T) {
+	f := newFixture(t, options{wechatTimeout: 300 * time.Millisecond})
+	for _, tc := range []struct {
+		name   string
+		fault  emulator.Fault
+		status int
+		slug   string
+	}{
+		{"http 500", emulator.Fault{HTTPStatus: 500, Times: 1}, 502, "wechat-error"},
+		{"not json", emulator.Fault{Garbage: true, Times: 1}, 502, "wechat-error"},
+		{"connection reset", emulator.Fault{Reset: true, Times: 1}, 502, "wechat-error"},
+		{"hangs", emulator.Fault{Hang: 3 * time.Second, Times: 1}, 504, "wechat-timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f.wx.SetFault("/sns/jscode2session", tc.fault)
+			defer f.wx.SetFault("/sns/jscode2session", emulator.Fault{})
+			a := f.post(t, "/v1/login", "", `{"code":"fault-`+strings.ReplaceAll(tc.name, " ", "-")+`"}`)
+			wantProblem(t, a, tc.status, tc.slug)
+			if a.header.Get("Retry-After") == "" {
+				t.Error("no Retry-After")
 			}
 		})
 	}
@@ -468,8 +520,11 @@ func TestUserDataRoutes(t *testing.T) {
 	wantProblem(t, f.post(t, "/v1/userinfo", tok, string(half)), 400, "invalid-request")
 
 	ph := f.post(t, "/v1/phone-number", tok, `{"code":"phone-1"}`)
-	if ph.status != 200 || ph.json(t)["countryCode"] != "86" {
+	if ph.status != 200 || ph.json(t)["countryCode"] != "86" || len(ph.json(t)["purePhoneNumber"].(string)) != 11 {
 		t.Fatalf("phone: %d %s", ph.status, ph.body)
+	}
+	if _, ok := ph.json(t)["watermark"]; ok {
+		t.Fatalf("the phone answer carries WeChat's watermark: %s", ph.body)
 	}
 	p := wantProblem(t, f.post(t, "/v1/phone-number", tok, `{"code":"phone-1"}`), 400, "invalid-code")
 	if !strings.Contains(p["detail"].(string), "getPhoneNumber") {

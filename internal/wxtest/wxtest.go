@@ -236,3 +236,15 @@ func HeldOpen(tb testing.TB, conn net.Conn, trickle bool) time.Duration {
 		}
 	}
 }
+
+// UserInfo is user data as WeChat writes it for the user of a login answer
+// in appID: openId first, then fields, the unionId when the user has one,
+// and appID's watermark.
+func UserInfo(appID string, login map[string]any, fields string) []byte {
+	openid, _ := login["openid"].(string)
+	s := `{"openId":"` + openid + `",` + fields
+	if u, _ := login["unionid"].(string); u != "" {
+		s += `,"unionId":"` + u + `"`
+	}
+	return []byte(s + `,"watermark":{"appid":"` + appID + `","timestamp":1}}`)
+}
