@@ -143,17 +143,11 @@ func TestMetricsScrape(t *testing.T) {
 
 	var body string
 	var all []series
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	eventually(t, 10*time.Second, "a key reload counted after a rotation", func() bool {
 		body, all = scrape(t, s.URL+"/metrics")
-		if n, _ := value(all, "wxtoken_key_reloads_total", map[string]string{"outcome": "ok"}); n >= 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no key reload counted after a rotation:\n%s", body)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		n, _ := value(all, "wxtoken_key_reloads_total", map[string]string{"outcome": "ok"})
+		return n >= 1
+	})
 
 	atLeast := []struct {
 		name   string
