@@ -57,6 +57,7 @@ func TestEmergencyRotationRevokesCachedTokens(t *testing.T) {
 // TestTokenCacheEntriesConfig: the cache size is configurable, 0 turns it
 // off, and nonsense is refused at start.
 func TestTokenCacheEntriesConfig(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		value string
 		want  int

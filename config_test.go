@@ -9,6 +9,7 @@ import (
 // end of the headers, so it must outlast the slowest body plus the longest
 // WeChat work, or a slow WeChat would end in a cut connection, not a 504.
 func TestWriteTimeoutCoversTheSlowestRequest(t *testing.T) {
+	t.Parallel()
 	for _, e := range []env{
 		{},
 		{"WXTOKEN_READ_TIMEOUT": "5m", "WECHAT_TIMEOUT": "100ms"},
@@ -31,6 +32,7 @@ func TestWriteTimeoutCoversTheSlowestRequest(t *testing.T) {
 // WXTOKEN_READ_TIMEOUT when that is shorter, and the read and idle
 // timeouts as set.
 func TestServerConfigTimeouts(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		env                    env
 		readHeader, read, idle time.Duration

@@ -14,6 +14,7 @@ import (
 // cap of 3, a fourth keep-alive connection is served and one of the three
 // idle ones is closed.
 func TestMaxConnsThroughServe(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	s := startServer(t, f.env.with("WXTOKEN_MAX_CONNS", "3"))
 	addr := strings.TrimPrefix(s.URL, "http://")

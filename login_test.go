@@ -50,6 +50,7 @@ func encodingsOf(sessionKey string) []string {
 }
 
 func TestLoginIssuesVerifiableToken(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	s := startServer(t, f.env)
 
@@ -123,6 +124,7 @@ func TestWeChatTimeoutReachesTheClient(t *testing.T) {
 }
 
 func TestLoginWrongAppSecretIsBadGateway(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	s := startServer(t, f.env.with("WECHAT_SECRET", "wrong-secret-value"))
 	c := postJSON(t, s.URL+"/v1/login", "", map[string]string{"code": "code-x"})
@@ -136,6 +138,7 @@ func TestLoginWrongAppSecretIsBadGateway(t *testing.T) {
 }
 
 func TestOperationalRoutes(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	s := startServer(t, f.env)
 	for _, path := range []string{"/healthz", "/readyz"} {
@@ -175,6 +178,7 @@ func TestOperationalRoutes(t *testing.T) {
 }
 
 func TestKeysInitIsIdempotent(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "keys")
 	e := env{"WXTOKEN_KEYS_DIR": dir}
 	mustRun(t, e, "keys", "init")
@@ -231,6 +235,7 @@ func snapshotDir(t testing.TB, dir string) map[string]string {
 }
 
 func TestServeRefusesToStart(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	empty := filepath.Join(t.TempDir(), "empty")
 	tests := []struct {
@@ -263,6 +268,7 @@ func TestServeRefusesToStart(t *testing.T) {
 }
 
 func TestServeDevNeedsNothing(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "devkeys")
 	s := startServer(t, env{"WXTOKEN_ADDR": "127.0.0.1:0", "WXTOKEN_KEYS_DIR": dir}, "--dev")
 	if !strings.Contains(s.logs.String(), "DEV MODE") {
@@ -294,6 +300,7 @@ func TestServeDevNeedsNothing(t *testing.T) {
 }
 
 func TestHelpNamesEverything(t *testing.T) {
+	t.Parallel()
 	out := mustRun(t, env{}, "--help")
 	for _, want := range []string{"serve", "keys init", "keys rotate", "WXTOKEN_ADDR", "WXTOKEN_ISSUER",
 		"WXTOKEN_KEYS_DIR", "WXTOKEN_TOKEN_TTL", "WECHAT_APPID", "WECHAT_SECRET", "WECHAT_API_BASE",

@@ -97,6 +97,7 @@ func subOf(t testing.TB, tok string) string {
 // verifications (cold, then cached), a limiter refusal, a key reload and
 // the active key's age. No request data reaches a label.
 func TestMetricsScrape(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	s := startServer(t, f.env.with(
 		"WXTOKEN_LOGIN_RATE", "0.001", "WXTOKEN_LOGIN_BURST", "3",
@@ -211,6 +212,7 @@ func TestMetricsScrape(t *testing.T) {
 // move to their own listener, which serves nothing else, and the main one
 // answers 404 for /metrics.
 func TestMetricsOnSeparateListener(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	s := startServer(t, f.env.with("WXTOKEN_METRICS_ADDR", "127.0.0.1:0"))
 	if c := do(t, http.MethodGet, s.URL+"/metrics", "", "", nil); c.Status != http.StatusNotFound {
@@ -242,6 +244,7 @@ func TestMetricsOnSeparateListener(t *testing.T) {
 // TestMetricsAddrIsValidated: a malformed address, or the main one, is a
 // configuration problem.
 func TestMetricsAddrIsValidated(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		env  env
 		want string

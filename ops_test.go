@@ -319,6 +319,7 @@ func isCleanRefusal(err error) bool {
 // TestNoSecretsInLogs runs every endpoint, failures included, at debug level
 // and greps the captured logs for anything secret or personal.
 func TestNoSecretsInLogs(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, wxtest.VectorAppID)
 	s := startServer(t, f.env.with("WXTOKEN_LOG_LEVEL", "debug", "WXTOKEN_LOGIN_RATE", "1", "WXTOKEN_LOGIN_BURST", "8",
 		"WXTOKEN_RELOAD_INTERVAL", "100ms"))
@@ -429,6 +430,7 @@ func keyMaterialIn(t *testing.T, dir string) []string {
 // TestNoSecretsInDevLogs: dev mode (keys made on first use, the emulator in
 // process, /dev/encrypt) logs no key material, token, code or user data.
 func TestNoSecretsInDevLogs(t *testing.T) {
+	t.Parallel()
 	keysDir := filepath.Join(t.TempDir(), "devkeys")
 	s := startServer(t, env{"WXTOKEN_ADDR": "127.0.0.1:0", "WXTOKEN_KEYS_DIR": keysDir, "WXTOKEN_LOG_LEVEL": "debug"}, "--dev")
 	tok, answer := login(t, s.URL, "dev-logs-code")
@@ -467,6 +469,7 @@ func TestNoSecretsInDevLogs(t *testing.T) {
 }
 
 func TestSecretFromFile(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	path := filepath.Join(t.TempDir(), "secret")
 	if err := os.WriteFile(path, []byte(testSecret+"\n"), 0o600); err != nil {
@@ -482,6 +485,7 @@ func TestSecretFromFile(t *testing.T) {
 }
 
 func TestWarnsOnReadableKeyFiles(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	entries, _ := os.ReadDir(f.keysDir)
 	for _, e := range entries {
@@ -500,6 +504,7 @@ func TestWarnsOnReadableKeyFiles(t *testing.T) {
 // TestDecryptVectorLibrary double-checks the test vector with the library
 // call, so an HTTP-level failure points at the wiring.
 func TestDecryptVectorLibrary(t *testing.T) {
+	t.Parallel()
 	data, err := wechat.DecryptUserData(secret.String(wxtest.VectorSessionKey),
 		wechat.Owner{AppID: wxtest.VectorAppID, OpenID: wxtest.VectorOpenID, UnionID: wxtest.VectorUnionID}, wxtest.VectorEncryptedData, wxtest.VectorIV)
 	if err != nil || !strings.Contains(string(data), `"nickName":"Band"`) {

@@ -14,6 +14,7 @@ import (
 )
 
 func TestWeChatVectorsThroughHTTP(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, wxtest.VectorAppID)
 	s := startServer(t, f.env)
 
@@ -95,6 +96,7 @@ func (r ringOf) Current() *keys.Ring { return r.ring }
 // 20 s ahead is accepted under the default 30 s leeway and refused with
 // WXTOKEN_LEEWAY=0s.
 func TestLeewayIsConfigurable(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	ring, err := keys.NewDir(f.keysDir, nil).Load(3 * time.Hour)
 	if err != nil {
