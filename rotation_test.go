@@ -164,6 +164,10 @@ func TestRotationAcrossReplicas(t *testing.T) {
 
 // TestCorruptKeysKeepServing: a broken keys directory never takes a
 // running server down; it keeps the last good keys and logs an error.
+// (/readyz is another matter: it turns 503 once loads have failed for two
+// polls, TestFIFOManifestFlipsReadyz, and not right after the first failure,
+// keys' TestFIFOInKeysDirIsRefused; with a 100 ms poll, asserting 200 here
+// would race that.)
 func TestCorruptKeysKeepServing(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, testAppID)
@@ -187,9 +191,6 @@ func TestCorruptKeysKeepServing(t *testing.T) {
 	}
 	if got := jwksKids(t, s.URL); strings.Join(got, ",") != strings.Join(kids, ",") {
 		t.Errorf("JWKS changed: %v → %v", kids, got)
-	}
-	if c := do(t, "GET", s.URL+"/readyz", "", "", nil); c.Status != 200 {
-		t.Errorf("readyz = %d", c.Status)
 	}
 }
 
