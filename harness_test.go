@@ -5,13 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -171,29 +169,16 @@ const asMainEnv = "WXTOKEN_TEST_RUN_MAIN"
 // TestMain lets the test binary stand in for the wxtoken binary: tests that
 // need a real process (signals, several replicas) start this same binary
 // with asMainEnv set, and it runs main, the code 'go build' would ship.
-// That spares a build of wxtoken per test run.
-//
-// Unless -parallel is given, up to waitingTests parallel tests run at once
-// instead of GOMAXPROCS: the parallel tests here spend their time waiting
-// on timers and on other processes, not on this one's CPU.
+// That spares a build of wxtoken per test run. The parallel tests here
+// wait on timers and processes, so up to 8 run at once.
 func TestMain(m *testing.M) {
 	if os.Getenv(asMainEnv) == "1" {
 		main()
 		os.Exit(0)
 	}
-	flag.Parse()
-	parallelSet := false
-	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
-	if !parallelSet {
-		if err := flag.Set("test.parallel", strconv.Itoa(waitingTests)); err != nil {
-			panic(err)
-		}
-	}
+	wxtest.ParallelWaiting(8)
 	os.Exit(m.Run())
 }
-
-// waitingTests is how many parallel tests TestMain lets run at once.
-const waitingTests = 8
 
 // process is a running 'wxtoken serve' in its own OS process.
 type process struct {

@@ -400,6 +400,7 @@ func TestWeChatErrcodesMapped(t *testing.T) {
 // status, an answer that is not JSON, a reset, no answer within the
 // client's timeout) is a 502 or 504 problem with Retry-After.
 func TestWeChatFailuresMapped(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, options{wechatTimeout: 300 * time.Millisecond})
 	for _, tc := range []struct {
 		name   string
@@ -639,6 +640,7 @@ func TestRequestIDFromCallerIsKeptOnlyWhenPlain(t *testing.T) {
 // TestRequestTimeoutAnswersProblem: a WeChat slower than the request's time
 // budget ends in a 504 problem within that budget, not in a cut connection.
 func TestRequestTimeoutAnswersProblem(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, options{requestTimeout: 300 * time.Millisecond})
 	tok := f.login(t, appA, "slow-wechat")
 	f.wx.SetFault("/wxa/checksession", emulator.Fault{Hang: 5 * time.Second, PassThrough: true})

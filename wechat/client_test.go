@@ -640,6 +640,7 @@ func TestUpstreamEchoesAreRedacted(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			w := newWorld(t, func(c *wechat.Config) { c.BreakerThreshold = 100 })
 			ctx := context.Background()
 			s, err := w.client.Code2Session(ctx, app, "holder-0123456789")

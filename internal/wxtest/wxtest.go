@@ -17,10 +17,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"testing"
 	"time"
 
@@ -247,4 +250,21 @@ func UserInfo(appID string, login map[string]any, fields string) []byte {
 		s += `,"unionId":"` + u + `"`
 	}
 	return []byte(s + `,"watermark":{"appid":"` + appID + `","timestamp":1}}`)
+}
+
+// ParallelWaiting lets up to n parallel tests run at once, unless the
+// command line set -parallel, whose default (GOMAXPROCS) suits tests that
+// keep a CPU busy. It is for packages whose parallel tests mostly wait, on
+// timers, on a hanging emulator or on other processes. Call it from
+// TestMain, before m.Run.
+func ParallelWaiting(n int) {
+	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if set {
+		return
+	}
+	if err := flag.Set("test.parallel", strconv.Itoa(n)); err != nil {
+		panic(fmt.Sprintf("wxtest: set -test.parallel: %v", err))
+	}
 }
