@@ -254,13 +254,16 @@ func UserInfo(appID string, login map[string]any, fields string) []byte {
 
 // ParallelWaiting lets up to n parallel tests run at once, unless the
 // command line set -parallel, whose default (GOMAXPROCS) suits tests that
-// keep a CPU busy. It is for packages whose parallel tests mostly wait, on
+// keep a CPU busy, or asked for fuzzing, where -parallel counts fuzzing
+// processes. It is for packages whose parallel tests mostly wait, on
 // timers, on a hanging emulator or on other processes. Call it from
 // TestMain, before m.Run.
 func ParallelWaiting(n int) {
 	flag.Parse()
 	set := false
-	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	flag.Visit(func(f *flag.Flag) {
+		set = set || f.Name == "test.parallel" || (f.Name == "test.fuzz" && f.Value.String() != "")
+	})
 	if set {
 		return
 	}
