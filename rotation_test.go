@@ -165,9 +165,9 @@ func TestRotationAcrossReplicas(t *testing.T) {
 // TestCorruptKeysKeepServing: a broken keys directory never takes a
 // running server down; it keeps the last good keys and logs an error.
 // (/readyz is another matter: it turns 503 once loads have failed for two
-// polls, TestFIFOManifestFlipsReadyz, and not right after the first failure,
-// keys' TestFIFOInKeysDirIsRefused; with a 100 ms poll, asserting 200 here
-// would race that.)
+// polls, TestFIFOManifestFlipsReadyz, and not after one, server's
+// TestKeysStaleAfterIsTwoPolls; with a 100 ms poll, asserting 200 here would
+// race that.)
 func TestCorruptKeysKeepServing(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, testAppID)

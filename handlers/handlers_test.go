@@ -293,6 +293,7 @@ func TestBearerChallenges(t *testing.T) {
 		{"bearer without token", "Bearer ", 401, true},
 		{"not a b64token", "Bearer abc def", 401, true},
 		{"garbage", "Bearer abc.def.ghi", 401, true},
+		{"not a JWT", "Bearer not-a-jwt", 401, true},
 		{"lower-case scheme, garbage", "bearer abc.def.ghi", 401, true},
 		{"bad signature", "Bearer " + tampered, 401, true},
 		{"good", "Bearer " + good, 200, false},
