@@ -20,6 +20,7 @@ func TestEmergencyRotationRevokesCachedTokens(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an OS process")
 	}
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	e := f.env.with("WXTOKEN_RELOAD_INTERVAL", "1h")
 	if cfg := loadConfig(e.getenv); cfg.TokenCacheEntries != token.DefaultCacheEntries {
@@ -56,6 +57,7 @@ func TestEmergencyRotationRevokesCachedTokens(t *testing.T) {
 // TestTokenCacheEntriesConfig: the cache size is configurable, 0 turns it
 // off, and nonsense is refused at start.
 func TestTokenCacheEntriesConfig(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		value string
 		want  int

@@ -30,6 +30,7 @@ func settingLine(t *testing.T, out, name string) (value, source string) {
 }
 
 func TestConfigCheckShowsValuesAndSources(t *testing.T) {
+	t.Parallel()
 	secretFile := filepath.Join(t.TempDir(), "appsecret")
 	if err := os.WriteFile(secretFile, []byte("file-secret-0123456789\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -99,6 +100,7 @@ func TestConfigCheckShowsValuesAndSources(t *testing.T) {
 // TestConfigCheckListsEveryProblem: a bad configuration exits non-zero with
 // one line per problem, and shows each invalid value as it was written.
 func TestConfigCheckListsEveryProblem(t *testing.T) {
+	t.Parallel()
 	out, errOut, err := configCheck(t, env{"WXTOKEN_LOGIN_RATE": "abc", "WXTOKEN_TOKEN_TTL": "48h", "WECHAT_SECRET": "s3cret-value"})
 	if !errors.Is(err, errConfigInvalid) {
 		t.Fatalf("err = %v, want errConfigInvalid", err)
@@ -124,6 +126,7 @@ func TestConfigCheckListsEveryProblem(t *testing.T) {
 // TestConfigCheckShowsEveryVariable: every variable the configuration reads
 // has a line, so an operator never misses one.
 func TestConfigCheckShowsEveryVariable(t *testing.T) {
+	t.Parallel()
 	cfg := loadConfig(env{}.getenv)
 	if len(cfg.names) < 20 {
 		t.Fatalf("loadConfig read only %d variables", len(cfg.names))
@@ -141,6 +144,7 @@ func TestConfigCheckShowsEveryVariable(t *testing.T) {
 // blocks a key command (an emergency rotation above all); a broken setting
 // the key commands read still stops them.
 func TestKeysCommandsValidateOnlyWhatTheyUse(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "keys")
 	base := env{"WXTOKEN_KEYS_DIR": dir}
 	mustRun(t, base, "keys", "init")

@@ -1,47 +1,26 @@
 package main
 
 import (
-	"bufio"
 	"errors"
-	"io"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
-)
 
-// keepAlive opens a connection to addr, makes one request on it and reads
-// the answer, leaving the connection open and idle.
-func keepAlive(t *testing.T, addr, path string) (net.Conn, *http.Response) {
-	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	if _, err := io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: wxtoken.test\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		return conn, nil
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return conn, resp
-}
+	"github.com/wxtoken/wxtoken/internal/wxtest"
+)
 
 // TestMaxConnsThroughServe: WXTOKEN_MAX_CONNS reaches the server: with a
 // cap of 3, a fourth keep-alive connection is served and one of the three
 // idle ones is closed.
 func TestMaxConnsThroughServe(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	s := startServer(t, f.env.with("WXTOKEN_MAX_CONNS", "3"))
 	addr := strings.TrimPrefix(s.URL, "http://")
 	var conns []net.Conn
 	for i := range 3 {
-		conn, resp := keepAlive(t, addr, "/healthz")
+		conn, resp := wxtest.KeepAlive(t, addr, "/healthz")
 		if resp == nil || resp.StatusCode != 200 {
 			t.Fatalf("connection %d was not served", i)
 		}
@@ -51,7 +30,7 @@ func TestMaxConnsThroughServe(t *testing.T) {
 	// idle (it marks them idle just after answering); until then a
 	// newcomer has nothing to shed and is closed.
 	eventually(t, 10*time.Second, "a fourth connection to be served", func() bool {
-		_, resp := keepAlive(t, addr, "/healthz")
+		_, resp := wxtest.KeepAlive(t, addr, "/healthz")
 		return resp != nil && resp.StatusCode == 200
 	})
 	// One of the three idle ones made room. (Which one is the unit test's

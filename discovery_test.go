@@ -44,6 +44,7 @@ func issuerClient(t testing.TB, serverURL string) *http.Client {
 // TestDiscoveryDocuments: both documents carry exactly the true fields, the
 // issuer byte for byte, and answer HEAD.
 func TestDiscoveryDocuments(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	issuer := "https://auth.example.test/tenant-a" // a path, no trailing slash: kept as given
 	s := startServer(t, f.env.with("WXTOKEN_ISSUER", issuer))
@@ -85,6 +86,7 @@ func TestDiscoveryDocuments(t *testing.T) {
 
 // TestHeadOnEveryGetRoute: HEAD answers what GET answers, without a body.
 func TestHeadOnEveryGetRoute(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	s := startServer(t, f.env)
 	for _, path := range []string{"/healthz", "/readyz", "/.well-known/jwks.json", "/openapi.yaml",
@@ -110,6 +112,7 @@ func TestHeadOnEveryGetRoute(t *testing.T) {
 // token (go-oidc ignores typ, so at+jwt passes; the client id is the appid,
 // which is the token's aud).
 func TestGoOIDCVerifiesFromIssuerAlone(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	s := startServer(t, f.env.with("WXTOKEN_ISSUER", testIssuer))
 	ctx := oidc.ClientContext(context.Background(), issuerClient(t, s.URL))
@@ -158,6 +161,7 @@ func TestGoOIDCVerifiesFromIssuerAlone(t *testing.T) {
 // TestSingleAudienceIsAString: a token for one appid writes aud as a JSON
 // string, which simple gateways (HAProxy's jwt_payload_query) match.
 func TestSingleAudienceIsAString(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	s := startServer(t, f.env)
 	tok, _ := login(t, s.URL, "aud-code")

@@ -112,6 +112,7 @@ func loginNewKID(t testing.TB, base string, old ...string) string {
 // refetch on an emergency rotation, and refuses old tokens once its cached
 // JWKS passes max-age.
 func TestVerifyAcrossRotations(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	e := f.env.with("WXTOKEN_ISSUER", testIssuer, "WXTOKEN_RELOAD_INTERVAL", "100ms")
 	s := startServer(t, e)
@@ -185,6 +186,7 @@ func TestVerifyAcrossRotations(t *testing.T) {
 // service must refuse, through the net/http middleware, with RFC 6750
 // challenges.
 func TestVerifyRefusesBadTokens(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	s := startServer(t, f.env.with("WXTOKEN_ISSUER", testIssuer))
 	v, clock, ct := mustVerifier(t, s.URL)
@@ -255,6 +257,7 @@ func TestVerifyRefusesBadTokens(t *testing.T) {
 // TestVerifyRevalidatesWithETag: past max-age the verifier revalidates with
 // If-None-Match; a 304 keeps the keys without a new download.
 func TestVerifyRevalidatesWithETag(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	s := startServer(t, f.env.with("WXTOKEN_ISSUER", testIssuer))
 	var notModified atomic.Int32
@@ -292,6 +295,7 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // TestEchoMiddleware: the Echo middleware hands the handler typed claims
 // and answers refused requests with the same challenge.
 func TestEchoMiddleware(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	s := startServer(t, f.env.with("WXTOKEN_ISSUER", testIssuer))
 	v, _, _ := mustVerifier(t, s.URL)
@@ -340,6 +344,7 @@ func TestExampleDownstream(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and starts an OS process")
 	}
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	s := startServer(t, f.env.with("WXTOKEN_ISSUER", testIssuer))
 	target, err := url.Parse(s.URL)

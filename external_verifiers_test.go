@@ -33,6 +33,7 @@ func freeAddr(t testing.TB) string {
 // then sets WXTOKEN_EXTERNAL_VERIFIERS=1; without it the test says so and
 // skips.
 func TestExternalVerifiers(t *testing.T) {
+	t.Parallel()
 	if os.Getenv("WXTOKEN_EXTERNAL_VERIFIERS") == "" {
 		t.Skip("set WXTOKEN_EXTERNAL_VERIFIERS=1 with node (npm ci in clients/) and python3-jwt installed; .ci/run does")
 	}
@@ -107,6 +108,7 @@ frontend api
 // TestHAProxyGateway runs HAProxy 2.6 as the README configures it, with the
 // key files examples/jwks2pem writes, against a real wxtoken.
 func TestHAProxyGateway(t *testing.T) {
+	t.Parallel()
 	if os.Getenv("WXTOKEN_EXTERNAL_VERIFIERS") == "" {
 		t.Skip("set WXTOKEN_EXTERNAL_VERIFIERS=1 with haproxy (2.6) installed; .ci/run does")
 	}

@@ -12,6 +12,7 @@ import (
 // (default settings) logs in, gets user data from /dev/encrypt and decrypts
 // it against a live dev server, reading typed answers.
 func TestGeneratedGoClient(t *testing.T) {
+	t.Parallel()
 	s := startServer(t, env{"WXTOKEN_ADDR": "127.0.0.1:0", "WXTOKEN_KEYS_DIR": t.TempDir() + "/k", "WXTOKEN_LOGIN_RATE": "0"}, "--dev")
 	ctx := context.Background()
 	c, err := wxtokenclient.NewClientWithResponses(s.URL)

@@ -1,16 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha1"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +16,7 @@ import (
 	"time"
 
 	"github.com/wxtoken/wxtoken/emulator"
+	"github.com/wxtoken/wxtoken/internal/wxtest"
 )
 
 // Test fixtures: a made-up mini program known to the test emulator.
@@ -89,24 +86,21 @@ func (e env) with(kv ...string) env {
 // directory made by the real 'wxtoken keys init'.
 type fixture struct {
 	emu     *emulator.Emulator
-	wechat  *httptest.Server
 	keysDir string
 	env     env
 }
 
 func newFixture(t testing.TB, appID string) *fixture {
 	t.Helper()
-	emu := emulator.New(emulator.Config{Apps: map[string]string{appID: testSecret}, UnionID: true})
-	ts := httptest.NewServer(emu)
-	t.Cleanup(ts.Close)
+	emu, wechatURL := wxtest.MustEmulator(t, map[string]string{appID: testSecret})
 	dir := filepath.Join(t.TempDir(), "keys")
-	f := &fixture{emu: emu, wechat: ts, keysDir: dir, env: env{
+	f := &fixture{emu: emu, keysDir: dir, env: env{
 		"WXTOKEN_ADDR":       "127.0.0.1:0",
 		"WXTOKEN_KEYS_DIR":   dir,
 		"WXTOKEN_ISSUER":     "https://auth.example.test",
 		"WECHAT_APPID":       appID,
 		"WECHAT_SECRET":      testSecret,
-		"WECHAT_API_BASE":    ts.URL,
+		"WECHAT_API_BASE":    wechatURL,
 		"WXTOKEN_LOGIN_RATE": "0",
 	}}
 	mustRun(t, f.env, "keys", "init")
@@ -143,6 +137,10 @@ func startServer(t testing.TB, e env, args ...string) *running {
 	var stopErr error
 	s.stop = func() error {
 		once.Do(func() {
+			// A connection the client dialed but never sent a request on
+			// holds a graceful shutdown for 5 s (net/http counts it idle only
+			// after that); the shared client's idle connections go first.
+			http.DefaultClient.CloseIdleConnections()
 			cancel()
 			select {
 			case stopErr = <-done:
@@ -164,48 +162,41 @@ func startServer(t testing.TB, e env, args ...string) *running {
 	return s
 }
 
-// binary builds wxtoken once per test run, for tests that need a real
-// process (signals, several replicas).
-var buildOnce struct {
-	sync.Once
-	path string
-	err  error
-}
+// asMainEnv, set to 1 in a process's environment, makes this test binary
+// run wxtoken's main instead of the tests (see TestMain).
+const asMainEnv = "WXTOKEN_TEST_RUN_MAIN"
 
-func wxtokenBinary(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "wxtoken-bin-")
-		if err != nil {
-			buildOnce.err = err
-			return
-		}
-		buildOnce.path = filepath.Join(dir, "wxtoken")
-		cmd := exec.Command("go", "build", "-o", buildOnce.path, ".")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildOnce.err = errors.New(string(out))
-		}
-	})
-	if buildOnce.err != nil {
-		t.Fatalf("build wxtoken: %v", buildOnce.err)
+// TestMain lets the test binary stand in for the wxtoken binary: tests that
+// need a real process (signals, several replicas) start this same binary
+// with asMainEnv set, and it runs main, the code 'go build' would ship.
+// That spares a build of wxtoken per test run. The parallel tests here
+// wait on timers and processes, so up to 8 run at once.
+func TestMain(m *testing.M) {
+	if os.Getenv(asMainEnv) == "1" {
+		main()
+		os.Exit(0)
 	}
-	return buildOnce.path
+	wxtest.ParallelWaiting(8)
+	os.Exit(m.Run())
 }
 
 // process is a running 'wxtoken serve' in its own OS process.
 type process struct {
-	URL  string
-	cmd  *exec.Cmd
-	logs *logBuffer
-	done chan error
+	URL     string
+	cmd     *exec.Cmd
+	logs    *logBuffer
+	exited  chan struct{} // closed once the process has exited and its stderr is read
+	exitErr error         // cmd.Wait's answer; read it only after exited is closed
 }
 
 func startProcess(t testing.TB, e env, args ...string) *process {
 	t.Helper()
-	bin := wxtokenBinary(t)
+	bin, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), asMainEnv + "=1"}
 	for k, v := range e {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -217,146 +208,73 @@ func startProcess(t testing.TB, e env, args ...string) *process {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &process{cmd: cmd, logs: logs, done: make(chan error, 1)}
+	p := &process{cmd: cmd, logs: logs, exited: make(chan struct{})}
 	go func() {
-		r := bufio.NewReader(stderr)
-		_, _ = io.Copy(logs, r)
-		p.done <- cmd.Wait()
+		_, _ = io.Copy(logs, stderr)
+		p.exitErr = cmd.Wait()
+		close(p.exited)
 	}()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		select {
-		case <-p.done:
+		case <-p.exited:
 		case <-time.After(5 * time.Second):
 		}
 	})
 	select {
 	case addr := <-logs.addr:
 		p.URL = "http://" + addr
-	case err := <-p.done:
-		t.Fatalf("process exited early: %v\n%s", err, logs.String())
+	case <-p.exited:
+		t.Fatalf("process exited early: %v\n%s", p.exitErr, logs.String())
 	case <-time.After(20 * time.Second):
 		t.Fatalf("process did not start\n%s", logs.String())
 	}
 	return p
 }
 
-// call is one HTTP exchange, decoded.
-type call struct {
-	Status int
-	Header http.Header
-	Body   []byte
-}
+// The request helpers below are the shared ones (internal/wxtest) under
+// the short names this package's tests use.
+
+// call is one HTTP exchange, read whole.
+type call wxtest.Answer
 
 func (c call) json(t testing.TB) map[string]any {
 	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal(c.Body, &m); err != nil {
-		t.Fatalf("answer is not a JSON object: %v: %s", err, c.Body)
-	}
-	return m
+	return wxtest.Answer(c).JSON(t)
 }
 
 func do(t testing.TB, method, url, bearer, contentType string, body []byte) call {
 	t.Helper()
-	req, err := http.NewRequest(method, url, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return call{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	return call(wxtest.Do(t, method, url, bearer, contentType, body))
 }
 
 func postJSON(t testing.TB, url, bearer string, v any) call {
 	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return do(t, http.MethodPost, url, bearer, "application/json", b)
+	return call(wxtest.PostJSON(t, url, bearer, v))
 }
 
-// login logs in with code and returns the access token.
+// login logs in with code for the default app and returns the access token
+// and the whole answer.
 func login(t testing.TB, base, code string) (string, map[string]any) {
 	t.Helper()
-	c := postJSON(t, base+"/v1/login", "", map[string]string{"code": code})
-	if c.Status != http.StatusOK {
-		t.Fatalf("login %q: %d %s", code, c.Status, c.Body)
-	}
-	m := c.json(t)
-	tok, _ := m["access_token"].(string)
-	if tok == "" {
-		t.Fatalf("login answer has no access_token: %s", c.Body)
-	}
-	return tok, m
+	return wxtest.Login(t, base, "", code)
 }
 
 // assertProblem checks the RFC 9457 shape and the stable type.
 func assertProblem(t testing.TB, c call, status int, typ string) map[string]any {
 	t.Helper()
-	if c.Status != status {
-		t.Fatalf("status = %d, want %d: %s", c.Status, status, c.Body)
-	}
-	if ct := c.Header.Get("Content-Type"); ct != "application/problem+json" {
-		t.Fatalf("Content-Type = %q, want application/problem+json: %s", ct, c.Body)
-	}
-	p := c.json(t)
-	for _, f := range []string{"type", "title", "detail"} {
-		if s, _ := p[f].(string); s == "" {
-			t.Errorf("problem has no %q: %s", f, c.Body)
-		}
-	}
-	if st, _ := p["status"].(float64); int(st) != status {
-		t.Errorf("problem status = %v, want %d", p["status"], status)
-	}
-	if typ != "" && p["type"] != "urn:wxtoken:problem:"+typ {
-		t.Errorf("problem type = %v, want urn:wxtoken:problem:%s", p["type"], typ)
-	}
-	return p
+	return wxtest.WantProblem(t, wxtest.Answer(c), status, typ)
 }
 
 func mustJSON(t testing.TB, v any) []byte {
 	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return wxtest.MustJSON(t, v)
 }
 
-func sha1Hex(s string) string {
-	h := sha1.Sum([]byte(s))
-	return hex.EncodeToString(h[:])
-}
-
-func doHeader(t testing.TB, url, name, value string) call {
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set(name, value)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return call{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	wxtest.Eventually(t, within, what, cond)
 }
 
 // stoppedLogs stops the server and answers everything it logged. A check

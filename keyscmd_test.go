@@ -20,6 +20,7 @@ import (
 // TestKeysInitAlgChoosesTheSigningKey: 'keys init --alg' decides what signs
 // the tokens and what the JWKS publishes; RSA keys are 2048 bits or more.
 func TestKeysInitAlgChoosesTheSigningKey(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	for _, tc := range []struct {
 		alg, kty string
@@ -73,6 +74,7 @@ func TestKeysInitAlgChoosesTheSigningKey(t *testing.T) {
 // keys whose tokens can no longer be valid; rotating again before the JWKS
 // max-age has passed warns.
 func TestKeysListAndPrune(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	e := f.env
 
@@ -159,6 +161,7 @@ func TestSIGHUPReloadsAndCorruptKeyFilesAreRefused(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts OS processes")
 	}
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	e := f.env.with("WXTOKEN_RELOAD_INTERVAL", "1h")
 	p := startProcess(t, e)
@@ -246,6 +249,7 @@ func leaveStrays(t *testing.T, dir string) (strays []string, notes string) {
 // list' and 'keys list --json' as strays, never serve, and 'keys prune' and
 // the next 'keys rotate' remove them, leaving other files alone.
 func TestStraysAreListedAndRemoved(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		remove []string
@@ -348,6 +352,7 @@ func verifyWithCachedJWKS(t *testing.T, cached []byte, raw string) error {
 // switch accepts the EdDSA tokens; ES256 tokens keep verifying until their
 // keys' retention passes, and are refused after.
 func TestAlgorithmMigration(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	e := f.env.with("WXTOKEN_RELOAD_INTERVAL", "100ms")
 	s := startServer(t, e)

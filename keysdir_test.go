@@ -41,6 +41,7 @@ func putFIFO(t *testing.T, path string) (restore func()) {
 // failed for two reload intervals; after a repair and an emergency
 // rotation the poll loads the new keys and /readyz answers 200 again.
 func TestFIFOManifestFlipsReadyz(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	s := startServer(t, f.env.with("WXTOKEN_RELOAD_INTERVAL", "100ms"))
 	before, _ := login(t, s.URL, "fifo-1")
@@ -83,6 +84,7 @@ func TestSIGHUPAfterFIFOKeyFile(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts OS processes")
 	}
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	e := f.env.with("WXTOKEN_RELOAD_INTERVAL", "1h")
 	p := startProcess(t, e)
@@ -110,6 +112,7 @@ func TestSIGHUPAfterFIFOKeyFile(t *testing.T) {
 // under a running server stops loading (the last good keys keep signing)
 // and /readyz says why; chmod 700 brings it back.
 func TestWritableKeysDirFlipsReadyz(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	s := startServer(t, f.env.with("WXTOKEN_RELOAD_INTERVAL", "100ms"))
 	before, _ := login(t, s.URL, "chmod-1")

@@ -97,6 +97,7 @@ func subOf(t testing.TB, tok string) string {
 // verifications (cold, then cached), a limiter refusal, a key reload and
 // the active key's age. No request data reaches a label.
 func TestMetricsScrape(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	s := startServer(t, f.env.with(
 		"WXTOKEN_LOGIN_RATE", "0.001", "WXTOKEN_LOGIN_BURST", "3",
@@ -143,17 +144,11 @@ func TestMetricsScrape(t *testing.T) {
 
 	var body string
 	var all []series
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	eventually(t, 10*time.Second, "a key reload counted after a rotation", func() bool {
 		body, all = scrape(t, s.URL+"/metrics")
-		if n, _ := value(all, "wxtoken_key_reloads_total", map[string]string{"outcome": "ok"}); n >= 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no key reload counted after a rotation:\n%s", body)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		n, _ := value(all, "wxtoken_key_reloads_total", map[string]string{"outcome": "ok"})
+		return n >= 1
+	})
 
 	atLeast := []struct {
 		name   string
@@ -217,6 +212,7 @@ func TestMetricsScrape(t *testing.T) {
 // move to their own listener, which serves nothing else, and the main one
 // answers 404 for /metrics.
 func TestMetricsOnSeparateListener(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	s := startServer(t, f.env.with("WXTOKEN_METRICS_ADDR", "127.0.0.1:0"))
 	if c := do(t, http.MethodGet, s.URL+"/metrics", "", "", nil); c.Status != http.StatusNotFound {
@@ -248,6 +244,7 @@ func TestMetricsOnSeparateListener(t *testing.T) {
 // TestMetricsAddrIsValidated: a malformed address, or the main one, is a
 // configuration problem.
 func TestMetricsAddrIsValidated(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		env  env
 		want string

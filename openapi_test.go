@@ -43,6 +43,7 @@ func loadSpec(t testing.TB) (*openapi3.T, routers.Router) {
 // the spec and every operation in the spec is served, in dev mode (which
 // adds /dev/encrypt) and outside it.
 func TestOpenAPIRoutesMatchImplementation(t *testing.T) {
+	t.Parallel()
 	doc, _ := loadSpec(t)
 	spec := map[string]bool{}
 	for path, item := range doc.Paths.Map() {
@@ -127,6 +128,7 @@ func TestOpenAPIRoutesMatchImplementation(t *testing.T) {
 // TestOpenAPIAnswersMatchSpec sends real requests to a dev server and
 // validates each request and answer against openapi.yaml.
 func TestOpenAPIAnswersMatchSpec(t *testing.T) {
+	t.Parallel()
 	doc, router := loadSpec(t)
 	s := startServer(t, env{"WXTOKEN_ADDR": "127.0.0.1:0", "WXTOKEN_KEYS_DIR": t.TempDir() + "/k", "WXTOKEN_LOGIN_RATE": "0"}, "--dev")
 	tok, _ := login(t, s.URL, "spec-code")

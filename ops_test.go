@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,12 +12,12 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/wxtoken/wxtoken/emulator"
+	"github.com/wxtoken/wxtoken/internal/wxtest"
 	"github.com/wxtoken/wxtoken/secret"
 	"github.com/wxtoken/wxtoken/wechat"
 )
@@ -175,68 +174,57 @@ func TestFailingWeChatFailsFast(t *testing.T) {
 }
 
 // TestSIGTERMDrains: SIGTERM in the middle of a burst of logins. Every
-// request sent before the signal gets a full 200; while they drain, new
-// connections are refused; the process exits 0; and a restarted server
-// accepts the tokens issued before.
+// login in flight when the signal comes gets a full 200; while they drain,
+// new connections are refused; the process exits 0; and a restarted server
+// accepts the tokens issued before. The signal is sent once WeChat has seen
+// every login of the burst (each then waits there a second), so "in
+// flight" is a fact, not a guess from timing.
 func TestSIGTERMDrains(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts OS processes")
 	}
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	// WeChat answers slowly, so requests are in flight when SIGTERM arrives.
 	f.emu.SetFault("/sns/jscode2session", emulator.Fault{Hang: time.Second, PassThrough: true})
 	p := startProcess(t, f.env)
 	hostPort := strings.TrimPrefix(p.URL, "http://")
 
-	const n = 40
+	const inFlight, late = 20, 20
 	type outcome struct {
-		status     int
-		token      string
-		err        error
-		beforeTerm bool
+		status int
+		token  string
+		err    error
 	}
-	outcomes := make(chan outcome, n)
-	var wg sync.WaitGroup
-	var termAt atomic.Int64 // unix nanos just before the signal; 0 until then
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			// Half start well before the signal (at 0–90 ms), half well
-			// after it (300–420 ms), while the first half still drains.
-			delay := time.Duration(i%5) * 30 * time.Millisecond
-			if i%2 == 1 {
-				delay += 300 * time.Millisecond
-			}
-			time.Sleep(delay)
-			before := termAt.Load() == 0
-			req, _ := http.NewRequest("POST", p.URL+"/v1/login", strings.NewReader(fmt.Sprintf(`{"code":"drain-%d"}`, i)))
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := client.Do(req)
-			if err != nil {
-				outcomes <- outcome{err: err, beforeTerm: before}
-				return
-			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			if err != nil {
-				outcomes <- outcome{status: resp.StatusCode, err: fmt.Errorf("broken body: %w", err), beforeTerm: before}
-				return
-			}
-			var tok string
-			if resp.StatusCode == 200 {
-				tok = extractToken(b)
-			}
-			outcomes <- outcome{status: resp.StatusCode, token: tok, beforeTerm: before}
-		}(i)
+	send := func(code string) outcome {
+		req, _ := http.NewRequest("POST", p.URL+"/v1/login", strings.NewReader(`{"code":"`+code+`"}`))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			return outcome{err: err}
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return outcome{status: resp.StatusCode, err: fmt.Errorf("broken body: %w", err)}
+		}
+		o := outcome{status: resp.StatusCode}
+		if resp.StatusCode == 200 {
+			o.token = extractToken(b)
+		}
+		return o
 	}
-	time.Sleep(200 * time.Millisecond)
-	termAt.Store(time.Now().UnixNano()) // before the signal: a request that saw 0 started earlier
+	drained := make(chan outcome, inFlight)
+	for i := range inFlight {
+		go func() { drained <- send(fmt.Sprintf("drain-%d", i)) }()
+	}
+	eventually(t, 10*time.Second, "every login of the burst reaches WeChat", func() bool {
+		return f.emu.Calls("/sns/jscode2session") == inFlight
+	})
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	signalled := time.Now()
 
 	// While the in-flight logins drain (WeChat takes 1 s), a new connection
 	// is refused.
@@ -248,44 +236,33 @@ func TestSIGTERMDrains(t *testing.T) {
 		}
 		return errors.Is(err, syscall.ECONNREFUSED)
 	})
-	if refusedAfter := time.Since(signalled); refusedAfter > 800*time.Millisecond {
-		t.Fatalf("new connections refused only after %v, when the drain was nearly over", refusedAfter)
+	for i := range late {
+		if o := send(fmt.Sprintf("late-%d", i)); !isCleanRefusal(o.err) {
+			t.Errorf("a login sent while draining: status %d, err %v; want the connection refused", o.status, o.err)
+		}
 	}
 	select {
-	case err := <-p.done:
-		t.Fatalf("the process exited (%v) before its in-flight requests finished", err)
+	case <-p.exited:
+		t.Fatalf("the process exited (%v) before its in-flight requests finished", p.exitErr)
 	default:
 	}
 
-	wg.Wait()
-	close(outcomes)
+	var tokens []string
+	for range inFlight {
+		o := <-drained
+		if o.err != nil || o.status != 200 || o.token == "" {
+			t.Errorf("a login in flight at SIGTERM was not served in full: status %d, err %v", o.status, o.err)
+			continue
+		}
+		tokens = append(tokens, o.token)
+	}
 	select {
-	case err := <-p.done:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v\n%s", err, p.logs.String())
+	case <-p.exited:
+		if p.exitErr != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", p.exitErr, p.logs.String())
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("process did not exit after SIGTERM")
-	}
-
-	var served, refused int
-	var tokens []string
-	for o := range outcomes {
-		switch {
-		case o.err == nil && o.status == 200 && o.token != "":
-			served++
-			tokens = append(tokens, o.token)
-		case o.beforeTerm:
-			t.Errorf("a request sent before SIGTERM was not served in full: status %d, err %v", o.status, o.err)
-		case o.err != nil && isCleanRefusal(o.err):
-			refused++
-		default:
-			t.Errorf("broken answer: status %d, err %v", o.status, o.err)
-		}
-	}
-	t.Logf("SIGTERM mid-burst: %d served in full, %d refused cleanly", served, refused)
-	if served == 0 || refused == 0 {
-		t.Fatalf("want both served and refused requests; got %d and %d", served, refused)
 	}
 	f.emu.SetFault("/sns/jscode2session", emulator.Fault{})
 	p2 := startProcess(t, f.env)
@@ -318,24 +295,25 @@ func isCleanRefusal(err error) bool {
 // TestNoSecretsInLogs runs every endpoint, failures included, at debug level
 // and greps the captured logs for anything secret or personal.
 func TestNoSecretsInLogs(t *testing.T) {
-	f := newFixture(t, vectorAppID)
+	t.Parallel()
+	f := newFixture(t, wxtest.VectorAppID)
 	s := startServer(t, f.env.with("WXTOKEN_LOG_LEVEL", "debug", "WXTOKEN_LOGIN_RATE", "1", "WXTOKEN_LOGIN_BURST", "8",
 		"WXTOKEN_RELOAD_INTERVAL", "100ms"))
 
-	f.emu.PresetLogin("logs-vector", vectorOpenID, "ocMvos6NjeKLIBqg5Mr9QjxrP1FA", vectorSessionKey)
+	f.emu.PresetLogin("logs-vector", wxtest.VectorOpenID, "ocMvos6NjeKLIBqg5Mr9QjxrP1FA", wxtest.VectorSessionKey)
 	tok, _ := login(t, s.URL, "logs-vector")
-	f.emu.PresetLogin("logs-sign", "oSignUser00000000000000000000", "", vectorRawSessionKey)
+	f.emu.PresetLogin("logs-sign", "oSignUser00000000000000000000", "", wxtest.VectorRawSessionKey)
 	tok2, _ := login(t, s.URL, "logs-sign")
 	phone := postJSON(t, s.URL+"/v1/phone-number", tok, map[string]string{"code": "logs-phone"})
 	if phone.Status != 200 {
 		t.Fatalf("phone = %d", phone.Status)
 	}
 	pure := phone.json(t)["purePhoneNumber"].(string)
-	postJSON(t, s.URL+"/v1/decrypt", tok, map[string]string{"encryptedData": vectorEncryptedData, "iv": vectorIV})
-	postJSON(t, s.URL+"/v1/decrypt", tok2, map[string]string{"encryptedData": vectorEncryptedData, "iv": vectorIV})
-	postJSON(t, s.URL+"/v1/decrypt", tok, map[string]string{"encryptedData": "a b", "iv": vectorIV})
-	postJSON(t, s.URL+"/v1/userinfo", tok2, map[string]string{"rawData": vectorRawData, "signature": vectorSignature})
-	postJSON(t, s.URL+"/v1/userinfo", tok, map[string]string{"rawData": vectorRawData, "signature": vectorSignature})
+	postJSON(t, s.URL+"/v1/decrypt", tok, map[string]string{"encryptedData": wxtest.VectorEncryptedData, "iv": wxtest.VectorIV})
+	postJSON(t, s.URL+"/v1/decrypt", tok2, map[string]string{"encryptedData": wxtest.VectorEncryptedData, "iv": wxtest.VectorIV})
+	postJSON(t, s.URL+"/v1/decrypt", tok, map[string]string{"encryptedData": "a b", "iv": wxtest.VectorIV})
+	postJSON(t, s.URL+"/v1/userinfo", tok2, map[string]string{"rawData": wxtest.VectorRawData, "signature": wxtest.VectorSignature})
+	postJSON(t, s.URL+"/v1/userinfo", tok, map[string]string{"rawData": wxtest.VectorRawData, "signature": wxtest.VectorSignature})
 	postJSON(t, s.URL+"/v1/session/check", tok, nil)
 	postJSON(t, s.URL+"/v1/session/check", tok+"x", nil)
 	postJSON(t, s.URL+"/v1/phone-number", tok, map[string]string{"code": "err-40029"})
@@ -367,14 +345,14 @@ func TestNoSecretsInLogs(t *testing.T) {
 		"phone":       pure,
 		"nickname":    "Band",
 		"city":        "Guangzhou",
-		"data":        vectorEncryptedData[:40],
+		"data":        wxtest.VectorEncryptedData[:40],
 		"rawData":     `"nickName"`,
-		"signature":   vectorSignature,
+		"signature":   wxtest.VectorSignature,
 		"unionid":     "ocMvos6NjeKLIBqg5Mr9QjxrP1FA",
 		"access tok":  "ACCESS_TOKEN",
-		"emulator sk": f.emu.CurrentSessionKey(vectorAppID, "oSignUser00000000000000000000"),
+		"emulator sk": f.emu.CurrentSessionKey(wxtest.VectorAppID, "oSignUser00000000000000000000"),
 	}
-	for _, sk := range []string{vectorSessionKey, vectorRawSessionKey} {
+	for _, sk := range []string{wxtest.VectorSessionKey, wxtest.VectorRawSessionKey} {
 		for i, enc := range encodingsOf(sk) {
 			forbidden[fmt.Sprintf("session key form %d", i)] = enc
 		}
@@ -428,6 +406,7 @@ func keyMaterialIn(t *testing.T, dir string) []string {
 // TestNoSecretsInDevLogs: dev mode (keys made on first use, the emulator in
 // process, /dev/encrypt) logs no key material, token, code or user data.
 func TestNoSecretsInDevLogs(t *testing.T) {
+	t.Parallel()
 	keysDir := filepath.Join(t.TempDir(), "devkeys")
 	s := startServer(t, env{"WXTOKEN_ADDR": "127.0.0.1:0", "WXTOKEN_KEYS_DIR": keysDir, "WXTOKEN_LOG_LEVEL": "debug"}, "--dev")
 	tok, answer := login(t, s.URL, "dev-logs-code")
@@ -466,6 +445,7 @@ func TestNoSecretsInDevLogs(t *testing.T) {
 }
 
 func TestSecretFromFile(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	path := filepath.Join(t.TempDir(), "secret")
 	if err := os.WriteFile(path, []byte(testSecret+"\n"), 0o600); err != nil {
@@ -481,6 +461,7 @@ func TestSecretFromFile(t *testing.T) {
 }
 
 func TestWarnsOnReadableKeyFiles(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	entries, _ := os.ReadDir(f.keysDir)
 	for _, e := range entries {
@@ -499,110 +480,61 @@ func TestWarnsOnReadableKeyFiles(t *testing.T) {
 // TestDecryptVectorLibrary double-checks the test vector with the library
 // call, so an HTTP-level failure points at the wiring.
 func TestDecryptVectorLibrary(t *testing.T) {
-	data, err := wechat.DecryptUserData(secret.String(vectorSessionKey),
-		wechat.Owner{AppID: vectorAppID, OpenID: vectorOpenID, UnionID: vectorUnionID}, vectorEncryptedData, vectorIV)
+	t.Parallel()
+	data, err := wechat.DecryptUserData(secret.String(wxtest.VectorSessionKey),
+		wechat.Owner{AppID: wxtest.VectorAppID, OpenID: wxtest.VectorOpenID, UnionID: wxtest.VectorUnionID}, wxtest.VectorEncryptedData, wxtest.VectorIV)
 	if err != nil || !strings.Contains(string(data), `"nickName":"Band"`) {
 		t.Fatalf("vector: %v %s", err, data)
 	}
 }
 
-// TestSlowClientsAreCutOff: a client that never finishes its headers
-// (slowloris) is disconnected by the header timeout while others are served,
-// and an oversized header block is refused before any handler runs.
+// TestSlowClientsAreCutOff: through serve, a client that never finishes
+// its headers (slowloris) is cut off by the header timeout while others are
+// served, one that trickles its body at WXTOKEN_READ_TIMEOUT, an idle
+// keep-alive connection at WXTOKEN_IDLE_TIMEOUT, and an oversized header
+// block is refused before any handler runs. The header timeout is the
+// smaller of 5 s and WXTOKEN_READ_TIMEOUT (TestServerConfigTimeouts), so
+// 1 s here; server's TestSlowHeadersAreCutOff shows it cuts a slowloris
+// before the read timeout would.
 func TestSlowClientsAreCutOff(t *testing.T) {
-	f := newFixture(t, testAppID)
-	s := startServer(t, f.env)
-	hostPort := strings.TrimPrefix(s.URL, "http://")
-
-	conn := rawConn(t, hostPort, "POST /v1/login HTTP/1.1\r\nHost: wxtoken\r\nContent-Type: application/json\r\n")
-	// Others are served while the slow client holds its connection.
-	if c := do(t, http.MethodGet, s.URL+"/healthz", "", "", nil); c.Status != http.StatusOK {
-		t.Fatalf("healthz while a slow client waits: %d", c.Status)
-	}
-	held := heldOpen(t, conn, false)
-	if held < 4*time.Second || held > 8*time.Second {
-		t.Fatalf("the slow connection was closed after %v, want about the 5 s header timeout", held)
-	}
-	t.Logf("slow client cut off after %v", held.Round(100*time.Millisecond))
-
-	req, _ := http.NewRequest(http.MethodGet, s.URL+"/healthz", nil)
-	req.Header.Set("X-Padding", strings.Repeat("a", 64<<10))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
-		t.Fatalf("a 64 KiB header: %d, want 431", resp.StatusCode)
-	}
-}
-
-// TestReadAndIdleTimeouts: a client that sends its headers but trickles its
-// body is cut off at WXTOKEN_READ_TIMEOUT, and an idle keep-alive connection
-// is closed at WXTOKEN_IDLE_TIMEOUT.
-func TestReadAndIdleTimeouts(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	s := startServer(t, f.env.with("WXTOKEN_READ_TIMEOUT", "1s", "WXTOKEN_IDLE_TIMEOUT", "1s"))
 	hostPort := strings.TrimPrefix(s.URL, "http://")
 
+	t.Run("dribbled headers", func(t *testing.T) {
+		t.Parallel()
+		conn := wxtest.RawConn(t, hostPort, "POST /v1/login HTTP/1.1\r\nHost: wxtoken\r\nContent-Type: application/json\r\n")
+		// Others are served while the slow client holds its connection.
+		if c := do(t, http.MethodGet, s.URL+"/healthz", "", "", nil); c.Status != http.StatusOK {
+			t.Fatalf("healthz while a slow client waits: %d", c.Status)
+		}
+		if d := wxtest.HeldOpen(t, conn, false); d < 700*time.Millisecond || d > 4*time.Second {
+			t.Fatalf("the slow connection was closed after %v, want about the 1 s header timeout", d)
+		}
+	})
 	t.Run("trickled body", func(t *testing.T) {
-		conn := rawConn(t, hostPort, "POST /v1/login HTTP/1.1\r\nHost: wxtoken\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
-		if d := heldOpen(t, conn, true); d < 700*time.Millisecond || d > 4*time.Second {
+		t.Parallel()
+		conn := wxtest.RawConn(t, hostPort, "POST /v1/login HTTP/1.1\r\nHost: wxtoken\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+		if d := wxtest.HeldOpen(t, conn, true); d < 700*time.Millisecond || d > 4*time.Second {
 			t.Fatalf("a trickled body held the connection %v; want about the 1 s read timeout", d)
 		}
 	})
 	t.Run("idle keep-alive", func(t *testing.T) {
-		conn := rawConn(t, hostPort, "GET /healthz HTTP/1.1\r\nHost: wxtoken\r\n\r\n")
-		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("healthz: %v", err)
+		t.Parallel()
+		conn, resp := wxtest.KeepAlive(t, hostPort, "/healthz")
+		if resp == nil || resp.StatusCode != 200 {
+			t.Fatalf("healthz: %v", resp)
 		}
-		resp.Body.Close()
-		if d := heldOpen(t, conn, false); d < 700*time.Millisecond || d > 4*time.Second {
+		if d := wxtest.HeldOpen(t, conn, false); d < 700*time.Millisecond || d > 4*time.Second {
 			t.Fatalf("an idle keep-alive connection stayed open %v; want about the 1 s idle timeout", d)
 		}
 	})
-}
-
-// rawConn opens a TCP connection to hostPort and writes raw on it, for
-// tests that need to send HTTP no well-behaved client would.
-func rawConn(t *testing.T, hostPort, raw string) net.Conn {
-	t.Helper()
-	conn, err := net.Dial("tcp", hostPort)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	if _, err := io.WriteString(conn, raw); err != nil {
-		t.Fatal(err)
-	}
-	return conn
-}
-
-// heldOpen reads conn until the server closes it and says how long that
-// took; with trickle it keeps sending a byte every 200 ms meanwhile. A
-// server that never closes fails the test after 10 s.
-func heldOpen(t *testing.T, conn net.Conn, trickle bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	done := make(chan error, 1)
-	go func() {
-		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-		_, err := io.ReadAll(conn)
-		done <- err
-	}()
-	for {
-		select {
-		case err := <-done:
-			held := time.Since(start)
-			if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
-				t.Fatalf("the server still held the connection after %v: no timeout cut it", held)
-			}
-			return held
-		case <-time.After(200 * time.Millisecond):
-			if trickle {
-				_, _ = conn.Write([]byte(" "))
-			}
+	t.Run("oversized headers", func(t *testing.T) {
+		t.Parallel()
+		c := wxtest.Send(t, http.MethodGet, s.URL+"/healthz", nil, map[string]string{"X-Padding": strings.Repeat("a", 64<<10)})
+		if c.Status != http.StatusRequestHeaderFieldsTooLarge {
+			t.Fatalf("a 64 KiB header: %d, want 431", c.Status)
 		}
-	}
+	})
 }

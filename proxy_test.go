@@ -202,8 +202,7 @@ func TestReplicasBehindHAProxy(t *testing.T) {
 	}
 	// The signal is asynchronous: the replica may still take requests until
 	// it has died, so "in flight" runs until the process is reaped.
-	waitErr := <-killed.done
-	killed.done <- waitErr
+	<-killed.exited
 	deadAt := time.Now()
 	eventually(t, 30*time.Second, "load after the kill", func() bool { return count() >= before+150 })
 	stop.Store(true)

@@ -14,6 +14,7 @@ import (
 // own line and the WeChat client's, which is given only the request's
 // context.
 func TestRequestIDOnEveryLogLine(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, testAppID)
 	s := startServer(t, f.env.with("WXTOKEN_LOG_LEVEL", "debug"))
 	send := func(path, id, bearer, body string) {

@@ -3,8 +3,6 @@ package handlers_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha1"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -20,6 +18,7 @@ import (
 	"github.com/wxtoken/wxtoken/emulator"
 	"github.com/wxtoken/wxtoken/handlers"
 	"github.com/wxtoken/wxtoken/internal/syncbuf"
+	"github.com/wxtoken/wxtoken/internal/wxtest"
 	"github.com/wxtoken/wxtoken/keys"
 	"github.com/wxtoken/wxtoken/secret"
 	"github.com/wxtoken/wxtoken/token"
@@ -69,6 +68,7 @@ type options struct {
 	authFailRate   float64 // burst 3
 	trusted        []*net.IPNet
 	requestTimeout time.Duration
+	wechatTimeout  time.Duration    // the WeChat client's per-call timeout; 2 s if zero
 	cacheEntries   int              // verified-token cache; 0 is off
 	now            func() time.Time // the token service's and the handlers' clock; time.Now if nil
 	observer       handlers.Observer
@@ -79,9 +79,7 @@ func newFixture(t testing.TB, o options) *fixture {
 	logs := new(syncbuf.Buffer)
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
-	wx := emulator.New(emulator.Config{Apps: map[string]string{appA: secretA, appB: secretB}, UnionID: true})
-	wxSrv := httptest.NewServer(wx)
-	t.Cleanup(wxSrv.Close)
+	wx, wxURL := wxtest.MustEmulator(t, map[string]string{appA: secretA, appB: secretB})
 
 	dir := keys.NewDir(filepath.Join(t.TempDir(), "keys"), 3*time.Hour, nil)
 	if _, err := dir.Init(keys.ES256); err != nil {
@@ -91,7 +89,11 @@ func newFixture(t testing.TB, o options) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := wechat.NewClient(wechat.Config{BaseURL: wxSrv.URL, Timeout: 2 * time.Second, Logger: logger})
+	wechatTimeout := o.wechatTimeout
+	if wechatTimeout == 0 {
+		wechatTimeout = 2 * time.Second
+	}
+	client, err := wechat.NewClient(wechat.Config{BaseURL: wxURL, Timeout: wechatTimeout, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,9 +128,11 @@ func newFixture(t testing.TB, o options) *fixture {
 	}
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	return &fixture{srv: srv, wx: wx, tokens: tokens, logs: logs, dir: dir, store: store, wxURL: wxSrv.URL}
+	return &fixture{srv: srv, wx: wx, tokens: tokens, logs: logs, dir: dir, store: store, wxURL: wxURL}
 }
 
+// answer is one exchange read whole (wxtest.Answer under the short field
+// names these tests use).
 type answer struct {
 	status int
 	header http.Header
@@ -137,45 +141,20 @@ type answer struct {
 
 func (a answer) json(t testing.TB) map[string]any {
 	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal(a.body, &m); err != nil {
-		t.Fatalf("body %q is not a JSON object: %v", a.body, err)
-	}
-	return m
+	return wxtest.Answer{Status: a.status, Header: a.header, Body: a.body}.JSON(t)
 }
+
+func answerOf(a wxtest.Answer) answer { return answer{a.Status, a.Header, a.Body} }
 
 // send makes one request with these headers and reads the whole answer.
 func (f *fixture) send(t testing.TB, method, path string, body io.Reader, header map[string]string) answer {
 	t.Helper()
-	req, err := http.NewRequest(method, f.srv.URL+path, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return answer{resp.StatusCode, resp.Header, b}
+	return answerOf(wxtest.Send(t, method, f.srv.URL+path, body, header))
 }
 
 func (f *fixture) do(t testing.TB, method, path, bearer, contentType, body string) answer {
 	t.Helper()
-	header := map[string]string{}
-	if contentType != "" {
-		header["Content-Type"] = contentType
-	}
-	if bearer != "" {
-		header["Authorization"] = "Bearer " + bearer
-	}
-	return f.send(t, method, path, strings.NewReader(body), header)
+	return answerOf(wxtest.Do(t, method, f.srv.URL+path, bearer, contentType, []byte(body)))
 }
 
 func (f *fixture) post(t testing.TB, path, bearer, body string) answer {
@@ -186,33 +165,18 @@ func (f *fixture) post(t testing.TB, path, bearer, body string) answer {
 // login answers a token for a fresh user of appid.
 func (f *fixture) login(t testing.TB, appid, code string) string {
 	t.Helper()
-	a := f.post(t, "/v1/login", "", `{"code":"`+code+`","appid":"`+appid+`"}`)
-	if a.status != http.StatusOK {
-		t.Fatalf("login: %d %s", a.status, a.body)
-	}
-	tok, _ := a.json(t)["access_token"].(string)
-	if tok == "" {
-		t.Fatalf("login answered no access_token: %s", a.body)
-	}
+	tok, _ := wxtest.Login(t, f.srv.URL, appid, code)
 	return tok
 }
 
-// wantProblem checks that a is problem+json of the given type and status.
+// wantProblem checks that a is problem+json of the given type and status,
+// and that the type is catalogued with that status.
 func wantProblem(t testing.TB, a answer, status int, slug string) map[string]any {
 	t.Helper()
-	if a.status != status {
-		t.Fatalf("status %d, want %d: %s", a.status, status, a.body)
+	if handlers.ProblemTypePrefix != wxtest.ProblemTypePrefix {
+		t.Fatalf("problem types start %q, wxtest expects %q", handlers.ProblemTypePrefix, wxtest.ProblemTypePrefix)
 	}
-	if ct := a.header.Get("Content-Type"); ct != "application/problem+json" {
-		t.Fatalf("Content-Type %q, want application/problem+json", ct)
-	}
-	p := a.json(t)
-	if p["type"] != handlers.ProblemTypePrefix+slug {
-		t.Fatalf("type %v, want %s", p["type"], handlers.ProblemTypePrefix+slug)
-	}
-	if int(p["status"].(float64)) != status || p["title"] == "" || p["detail"] == "" {
-		t.Fatalf("incomplete problem: %s", a.body)
-	}
+	p := wxtest.WantProblem(t, wxtest.Answer{Status: a.status, Header: a.header, Body: a.body}, status, slug)
 	if got := handlers.Kinds()[handlers.ProblemTypePrefix+slug]; got != status {
 		t.Fatalf("type %s is catalogued with status %d, answered %d", slug, got, status)
 	}
@@ -310,19 +274,30 @@ func (u unusedWeChat) UserRiskRank(context.Context, wechat.Credentials, string, 
 }
 
 // TestBearerChallenges: RFC 6750 section 3 — a bare challenge when no
-// credentials came, error="invalid_token" when bad ones did.
+// credentials came, error="invalid_token" when bad ones did; a good token
+// is taken whatever the case of its scheme.
 func TestBearerChallenges(t *testing.T) {
 	f := newFixture(t, options{})
+	good := f.login(t, appA, "bearer-rules")
+	parts := strings.Split(good, ".")
+	sig := []byte(parts[2])
+	sig[5] ^= 1
+	tampered := parts[0] + "." + parts[1] + "." + string(sig)
 	for _, tc := range []struct {
 		name, authorization string
+		status              int
 		invalidToken        bool
 	}{
-		{"none", "", false},
-		{"basic scheme", "Basic dXNlcjpwYXNz", false},
-		{"bearer without token", "Bearer ", true},
-		{"not a b64token", "Bearer abc def", true},
-		{"garbage", "Bearer abc.def.ghi", true},
-		{"lower-case scheme, garbage", "bearer abc.def.ghi", true},
+		{"none", "", 401, false},
+		{"basic scheme", "Basic dXNlcjpwYXNz", 401, false},
+		{"bearer without token", "Bearer ", 401, true},
+		{"not a b64token", "Bearer abc def", 401, true},
+		{"garbage", "Bearer abc.def.ghi", 401, true},
+		{"not a JWT", "Bearer not-a-jwt", 401, true},
+		{"lower-case scheme, garbage", "bearer abc.def.ghi", 401, true},
+		{"bad signature", "Bearer " + tampered, 401, true},
+		{"good", "Bearer " + good, 200, false},
+		{"lower-case scheme, good", "bearer " + good, 200, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			header := map[string]string{}
@@ -330,17 +305,26 @@ func TestBearerChallenges(t *testing.T) {
 				header["Authorization"] = tc.authorization
 			}
 			a := f.send(t, http.MethodPost, "/v1/session/check", nil, header)
+			if tc.status == 200 {
+				if a.status != 200 || a.header.Get("WWW-Authenticate") != "" {
+					t.Fatalf("%d %q %s", a.status, a.header.Get("WWW-Authenticate"), a.body)
+				}
+				return
+			}
 			slug := "unauthorized"
 			if tc.invalidToken {
 				slug = "invalid-token"
 			}
 			wantProblem(t, a, 401, slug)
 			challenge := a.header.Get("WWW-Authenticate")
-			if !strings.HasPrefix(challenge, "Bearer ") {
+			if !strings.HasPrefix(challenge, "Bearer ") || !strings.Contains(challenge, `realm="wxtoken"`) {
 				t.Fatalf("WWW-Authenticate %q", challenge)
 			}
 			if got := strings.Contains(challenge, `error="invalid_token"`); got != tc.invalidToken {
 				t.Fatalf("WWW-Authenticate %q: invalid_token %v, want %v", challenge, got, tc.invalidToken)
+			}
+			if !tc.invalidToken && strings.Contains(challenge, "error=") {
+				t.Fatalf("a request without a token must get a bare challenge: %q", challenge)
 			}
 		})
 	}
@@ -413,6 +397,35 @@ func TestWeChatErrcodesMapped(t *testing.T) {
 	}
 }
 
+// TestWeChatFailuresMapped: WeChat failing at the HTTP level (an error
+// status, an answer that is not JSON, a reset, no answer within the
+// client's timeout) is a 502 or 504 problem with Retry-After.
+func TestWeChatFailuresMapped(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, options{wechatTimeout: 300 * time.Millisecond})
+	for _, tc := range []struct {
+		name   string
+		fault  emulator.Fault
+		status int
+		slug   string
+	}{
+		{"http 500", emulator.Fault{HTTPStatus: 500, Times: 1}, 502, "wechat-error"},
+		{"not json", emulator.Fault{Garbage: true, Times: 1}, 502, "wechat-error"},
+		{"connection reset", emulator.Fault{Reset: true, Times: 1}, 502, "wechat-error"},
+		{"hangs", emulator.Fault{Hang: 3 * time.Second, Times: 1}, 504, "wechat-timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f.wx.SetFault("/sns/jscode2session", tc.fault)
+			defer f.wx.SetFault("/sns/jscode2session", emulator.Fault{})
+			a := f.post(t, "/v1/login", "", `{"code":"fault-`+strings.ReplaceAll(tc.name, " ", "-")+`"}`)
+			wantProblem(t, a, tc.status, tc.slug)
+			if a.header.Get("Retry-After") == "" {
+				t.Error("no Retry-After")
+			}
+		})
+	}
+}
+
 func TestLoginRateLimit(t *testing.T) {
 	f := newFixture(t, options{loginRate: 0.5}) // burst 2
 	for i := range 2 {
@@ -461,6 +474,9 @@ func TestJWKSConditionalGet(t *testing.T) {
 		if a.status != tc.want {
 			t.Errorf("If-None-Match %s: %d, want %d", tc.ifNoneMatch, a.status, tc.want)
 		}
+		if a.status == http.StatusNotModified && len(a.body) != 0 {
+			t.Errorf("If-None-Match %s: 304 with a %d-byte body", tc.ifNoneMatch, len(a.body))
+		}
 	}
 }
 
@@ -493,7 +509,7 @@ func TestUserDataRoutes(t *testing.T) {
 	// its answer is a /v1/userinfo request as it stands.
 	rawData, _ := pair["rawData"].(string)
 	sig, _ := pair["signature"].(string)
-	if rawData != `{"gender":1,"nickName":"Band"}` || sig != wechatSignature(rawData, sess.SessionKey.Reveal()) {
+	if rawData != `{"gender":1,"nickName":"Band"}` || sig != wxtest.Signature(rawData, sess.SessionKey.Reveal()) {
 		t.Fatalf("dev encrypt rawData %q signature %q", rawData, sig)
 	}
 	if a := f.post(t, "/v1/userinfo", tok, string(enc.body)); a.status != 200 ||
@@ -506,8 +522,11 @@ func TestUserDataRoutes(t *testing.T) {
 	wantProblem(t, f.post(t, "/v1/userinfo", tok, string(half)), 400, "invalid-request")
 
 	ph := f.post(t, "/v1/phone-number", tok, `{"code":"phone-1"}`)
-	if ph.status != 200 || ph.json(t)["countryCode"] != "86" {
+	if ph.status != 200 || ph.json(t)["countryCode"] != "86" || len(ph.json(t)["purePhoneNumber"].(string)) != 11 {
 		t.Fatalf("phone: %d %s", ph.status, ph.body)
+	}
+	if _, ok := ph.json(t)["watermark"]; ok {
+		t.Fatalf("the phone answer carries WeChat's watermark: %s", ph.body)
 	}
 	p := wantProblem(t, f.post(t, "/v1/phone-number", tok, `{"code":"phone-1"}`), 400, "invalid-code")
 	if !strings.Contains(p["detail"].(string), "getPhoneNumber") {
@@ -539,11 +558,6 @@ func TestDevRouteAbsentOutsideDevMode(t *testing.T) {
 	f := newFixture(t, options{})
 	tok := f.login(t, appA, "no-dev")
 	wantProblem(t, f.post(t, "/dev/encrypt", tok, `{"a":1}`), 404, "not-found")
-}
-
-func wechatSignature(rawData, sessionKey string) string {
-	sum := sha1.Sum([]byte(rawData + sessionKey))
-	return hex.EncodeToString(sum[:])
 }
 
 // TestUserRateLimit: the routes that spend WeChat calls are limited per user,
@@ -627,6 +641,7 @@ func TestRequestIDFromCallerIsKeptOnlyWhenPlain(t *testing.T) {
 // TestRequestTimeoutAnswersProblem: a WeChat slower than the request's time
 // budget ends in a 504 problem within that budget, not in a cut connection.
 func TestRequestTimeoutAnswersProblem(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, options{requestTimeout: 300 * time.Millisecond})
 	tok := f.login(t, appA, "slow-wechat")
 	f.wx.SetFault("/wxa/checksession", emulator.Fault{Hang: 5 * time.Second, PassThrough: true})
@@ -684,8 +699,13 @@ func BenchmarkHTTP(b *testing.B) {
 // has arrived, so a client slow to send it still gets its login, and WeChat
 // (and its circuit breaker) never sees an already-expired call.
 func TestSlowBodyDoesNotEatWeChatTime(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, options{requestTimeout: 300 * time.Millisecond})
-	for i := range 6 { // more than the breaker's threshold of 5
+	// More logins than the breaker's threshold of 5, all at once: each
+	// client takes 400 ms to send its body.
+	const logins = 6
+	statuses := make(chan string, logins)
+	for i := range logins {
 		pr, pw := io.Pipe()
 		go func() {
 			_, _ = io.WriteString(pw, `{"code":`)
@@ -693,8 +713,19 @@ func TestSlowBodyDoesNotEatWeChatTime(t *testing.T) {
 			_, _ = io.WriteString(pw, `"slow-body-`+strconv.Itoa(i)+`"}`)
 			pw.Close()
 		}()
-		if a := f.send(t, http.MethodPost, "/v1/login", pr, map[string]string{"Content-Type": "application/json"}); a.status != 200 {
-			t.Fatalf("login %d with a body slower than the request budget: %d %s", i, a.status, a.body)
+		go func() {
+			resp, err := http.Post(f.srv.URL+"/v1/login", "application/json", pr)
+			if err != nil {
+				statuses <- err.Error()
+				return
+			}
+			resp.Body.Close()
+			statuses <- resp.Status
+		}()
+	}
+	for range logins {
+		if st := <-statuses; st != "200 OK" {
+			t.Errorf("a login with a body slower than the request budget: %s", st)
 		}
 	}
 }

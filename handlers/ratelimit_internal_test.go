@@ -22,7 +22,7 @@ func floodAddr(i int) string {
 // flood keeps its limit: it gets its burst and then nothing, as without the
 // flood. The clock stands still, so no token refills.
 func TestLimiterMemoryIsBounded(t *testing.T) {
-	const entries, burst, flood = 4096, 3, 200_000
+	const entries, burst, flood = 4096, 3, 40_000 // the flood is ten times the bound
 	now := time.Unix(1_700_000_000, 0)
 	l := newKeyedLimiter(entries, 1, burst, func() time.Time { return now })
 	steady := map[string]int{"198.51.100.7": 0, "2001:db8:ffff:1::5": 0}

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bufio"
 	"errors"
 	"io"
 	"log/slog"
@@ -13,28 +12,8 @@ import (
 	"time"
 
 	"github.com/wxtoken/wxtoken/internal/syncbuf"
+	"github.com/wxtoken/wxtoken/internal/wxtest"
 )
-
-// keepAlive opens a connection to addr, makes one request on it and reads
-// the answer, leaving the connection open and idle.
-func keepAlive(t *testing.T, addr, path string) (net.Conn, *http.Response) {
-	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	if _, err := io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: wxtoken.test\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		return conn, nil
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return conn, resp
-}
 
 // closedByServer waits for the server to close conn (EOF or reset) and
 // fails the test if it has not after 10 s.
@@ -44,16 +23,6 @@ func closedByServer(t *testing.T, conn net.Conn) {
 	_, err := conn.Read(make([]byte, 1))
 	if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
 		t.Fatalf("connection from %s still open", conn.LocalAddr())
-	}
-}
-
-// waitFor polls cond until it holds, for at most 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
 	}
 }
 
@@ -90,13 +59,13 @@ func TestConnCapShedsTheLongestIdle(t *testing.T) {
 	}
 	var conns []net.Conn
 	for i := range max + extra {
-		conn, resp := keepAlive(t, addr, "/")
+		conn, resp := wxtest.KeepAlive(t, addr, "/")
 		if resp == nil || resp.StatusCode != 200 {
 			t.Fatalf("connection %d was not served", i)
 		}
 		// Wait until the server sees it idle, so "longest idle" is the
 		// order the connections were opened in.
-		waitFor(t, "the connection to go idle", func() bool { return idleOnServer(conn) })
+		wxtest.Eventually(t, 10*time.Second, "the connection to go idle", func() bool { return idleOnServer(conn) })
 		if n := cc.open(); n > max {
 			t.Fatalf("%d connections open, over the cap of %d", n, max)
 		}
@@ -123,12 +92,12 @@ func TestConnCapShedsTheLongestIdle(t *testing.T) {
 			t.Fatalf("connection %d: %v", i, err)
 		}
 	}
-	waitFor(t, "every connection to be busy", func() bool {
+	wxtest.Eventually(t, 10*time.Second, "every connection to be busy", func() bool {
 		cc.mu.Lock()
 		defer cc.mu.Unlock()
 		return cc.idle.Len() == 0
 	})
-	late, resp := keepAlive(t, addr, "/")
+	late, resp := wxtest.KeepAlive(t, addr, "/")
 	if resp != nil {
 		t.Fatalf("a connection over the cap with none idle was served: %d", resp.StatusCode)
 	}
@@ -173,14 +142,14 @@ func TestConnCapShedsSilentConnections(t *testing.T) {
 		t.Cleanup(func() { conn.Close() })
 		silent = append(silent, conn)
 	}
-	waitFor(t, "the silent connections to be tracked", func() bool { return cc.open() == max })
+	wxtest.Eventually(t, 10*time.Second, "the silent connections to be tracked", func() bool { return cc.open() == max })
 
 	// Silent for less than silentGrace: the newcomer is refused.
-	if _, resp := keepAlive(t, addr, "/"); resp != nil {
+	if _, resp := wxtest.KeepAlive(t, addr, "/"); resp != nil {
 		t.Fatalf("a newcomer was served at the cap while the silent ones were fresh: %d", resp.StatusCode)
 	}
 	advance(silentGrace)
-	conn, resp := keepAlive(t, addr, "/")
+	conn, resp := wxtest.KeepAlive(t, addr, "/")
 	if resp == nil || resp.StatusCode != http.StatusOK {
 		t.Fatal("a newcomer at the cap was not served once a connection had been silent for silentGrace")
 	}

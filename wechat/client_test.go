@@ -93,6 +93,7 @@ func TestCode2Session(t *testing.T) {
 }
 
 func TestCode2SessionErrors(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		code   string
@@ -151,6 +152,7 @@ func TestCode2SessionErrors(t *testing.T) {
 // TestHeaderCapLeavesRoomForRealAnswers: the response header cap refuses
 // megabytes, not the kilobyte a proxy in front of WeChat might add.
 func TestHeaderCapLeavesRoomForRealAnswers(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, nil)
 	w.emu.SetFault("/sns/jscode2session", emulator.Fault{HeaderBytes: 2 << 10})
 	if _, err := w.client.Code2Session(context.Background(), app, "padded"); err != nil {
@@ -169,6 +171,7 @@ func TestHeaderCapLeavesRoomForRealAnswers(t *testing.T) {
 }
 
 func TestCircuitBreakerFailsFastAndRecovers(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, func(c *wechat.Config) {
 		c.BreakerThreshold = 3
 		c.BreakerCooldown = 300 * time.Millisecond
@@ -225,6 +228,7 @@ func TestExpiredCallersDoNotTripTheBreaker(t *testing.T) {
 }
 
 func TestOverloadFailsFast(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, func(c *wechat.Config) { c.MaxConcurrent = 1; c.Timeout = time.Second })
 	w.emu.SetFault("/sns/jscode2session", emulator.Fault{Hang: 500 * time.Millisecond, PassThrough: true, Times: 1})
 	done := make(chan error)
@@ -249,6 +253,7 @@ func TestOverloadFailsFast(t *testing.T) {
 // TestLoginsHaveTheirOwnSlots: token holders' calls that fill every slot
 // (here, session checks stuck on a slow WeChat) do not starve new logins.
 func TestLoginsHaveTheirOwnSlots(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, func(c *wechat.Config) { c.MaxConcurrent = 2; c.Timeout = 2 * time.Second })
 	ctx := context.Background()
 	s, err := w.client.Code2Session(ctx, app, "holder")
@@ -326,6 +331,7 @@ func TestPhoneNumberAndAccessTokenCache(t *testing.T) {
 
 // TestAccessTokenNoStampede: many first callers at once cause one fetch.
 func TestAccessTokenNoStampede(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, func(c *wechat.Config) { c.Timeout = 2 * time.Second })
 	w.emu.SetFault("/cgi-bin/stable_token", emulator.Fault{Hang: 150 * time.Millisecond, PassThrough: true})
 	ctx := context.Background()
@@ -356,6 +362,7 @@ func TestAccessTokenNoStampede(t *testing.T) {
 }
 
 func TestAccessTokenFetchRetriesBusy(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, nil)
 	w.emu.SetFault("/cgi-bin/stable_token", emulator.Fault{Errcode: -1, Times: 2})
 	s, err := w.client.Code2Session(context.Background(), app, "code-busy")
@@ -616,6 +623,7 @@ func TestLoginNeverResentOnReusedConnection(t *testing.T) {
 // malformed status line or as errmsg never gets those values into an
 // error or a log line.
 func TestUpstreamEchoesAreRedacted(t *testing.T) {
+	t.Parallel()
 	const code = "code-0123456789abcdef"
 	tests := []struct {
 		name  string
@@ -633,6 +641,7 @@ func TestUpstreamEchoesAreRedacted(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			w := newWorld(t, func(c *wechat.Config) { c.BreakerThreshold = 100 })
 			ctx := context.Background()
 			s, err := w.client.Code2Session(ctx, app, "holder-0123456789")

@@ -78,6 +78,7 @@ func TestUserRiskRank(t *testing.T) {
 
 // TestBreakerPerApp: failures of one app open that app's circuit only.
 func TestBreakerPerApp(t *testing.T) {
+	t.Parallel()
 	const other, otherSecret = "wx9999888877776666", "other-appsecret-0123456789"
 	emu := emulator.New(emulator.Config{Apps: map[string]string{appID: appSecret, other: otherSecret}})
 	ts := httptest.NewServer(emu)
