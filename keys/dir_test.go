@@ -45,6 +45,7 @@ func editManifest(t *testing.T, dir string, f func(keys []map[string]any) []map[
 // TestKIDIsTheRFC7638Thumbprint recomputes each signing kid by hand from the
 // published members, in the order RFC 7638 section 3.2 prescribes.
 func TestKIDIsTheRFC7638Thumbprint(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		alg    string
 		canon  func(k map[string]string) string
@@ -62,6 +63,7 @@ func TestKIDIsTheRFC7638Thumbprint(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.alg, func(t *testing.T) {
+			t.Parallel()
 			d, _ := newDir(t, tc.alg)
 			body, _ := mustLoad(t, d).JWKS()
 			var doc struct{ Keys []map[string]string }
@@ -87,6 +89,7 @@ func TestKIDIsTheRFC7638Thumbprint(t *testing.T) {
 }
 
 func TestInitTouchesNothingWhenKeysExist(t *testing.T) {
+	t.Parallel()
 	d, _ := newDir(t, "ES256")
 	lock := filepath.Join(d.Path(), ".lock")
 	if err := os.Remove(lock); err != nil {
@@ -124,6 +127,7 @@ func TestInitTouchesNothingWhenKeysExist(t *testing.T) {
 }
 
 func TestRotateWithoutNextPromotesAFreshKey(t *testing.T) {
+	t.Parallel()
 	d, _ := newDir(t, "RS256")
 	before := mustLoad(t, d)
 	editManifest(t, d.Path(), func(ks []map[string]any) []map[string]any {
@@ -162,6 +166,7 @@ func TestRotateWithoutNextPromotesAFreshKey(t *testing.T) {
 }
 
 func TestLoadRefusesInconsistentManifests(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		edit func(ks []map[string]any) []map[string]any
@@ -208,6 +213,7 @@ func TestLoadRefusesInconsistentManifests(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			d, _ := newDir(t, "ES256")
 			editManifest(t, d.Path(), tc.edit)
 			if _, err := d.Load(); err == nil {
@@ -222,6 +228,7 @@ func TestLoadRefusesInconsistentManifests(t *testing.T) {
 // TestLoadDuringRotationNeverFails: the manifest is renamed into place after
 // the key files exist, so a reader never sees a half-made directory.
 func TestLoadDuringRotationNeverFails(t *testing.T) {
+	t.Parallel()
 	d, _ := newDir(t, "ES256")
 	reader := keys.NewDir(d.Path(), 24*time.Hour, nil)
 	done := make(chan struct{})
@@ -258,6 +265,7 @@ func TestLoadDuringRotationNeverFails(t *testing.T) {
 const helperEnv = "WXTOKEN_KEYS_ROTATE_HELPER"
 
 func TestRotateIfDueHelperProcess(t *testing.T) {
+	t.Parallel()
 	spec := os.Getenv(helperEnv)
 	if spec == "" {
 		t.Skip("helper process for TestRotateIfDueAcrossProcesses")
@@ -290,6 +298,7 @@ func TestRotateIfDueHelperProcess(t *testing.T) {
 }
 
 func TestRotateIfDueAcrossProcesses(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
@@ -327,6 +336,7 @@ func TestRotateIfDueAcrossProcesses(t *testing.T) {
 }
 
 func TestCheckPermissionsFlags(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		target func(d *keys.Dir) string
@@ -341,6 +351,7 @@ func TestCheckPermissionsFlags(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			d, _ := newDir(t, "ES256")
 			p := tc.target(d)
 			if err := os.Chmod(p, tc.mode); err != nil {

@@ -20,6 +20,7 @@ import (
 // TestThumbprintRFC7638Example checks the thumbprint against the worked
 // example of RFC 7638 section 3.1.
 func TestThumbprintRFC7638Example(t *testing.T) {
+	t.Parallel()
 	n, err := base64.RawURLEncoding.DecodeString("0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw")
 	if err != nil {
 		t.Fatal(err)
@@ -40,6 +41,7 @@ func TestThumbprintRFC7638Example(t *testing.T) {
 // good keys, Stale reports the timeout, and once the file system answers
 // again the poll picks up a rotation made meanwhile.
 func TestHungReadDoesNotWedgeReloads(t *testing.T) {
+	t.Parallel()
 	d := NewDir(filepath.Join(t.TempDir(), "keys"), time.Hour, nil)
 	if _, err := d.Init(ES256); err != nil {
 		t.Fatal(err)

@@ -73,6 +73,7 @@ func mustLoad(t *testing.T, d *keys.Dir) *keys.Ring {
 }
 
 func TestInitModesAndIdempotence(t *testing.T) {
+	t.Parallel()
 	d, _ := newDir(t, "ES256")
 	st, err := os.Stat(d.Path())
 	if err != nil || st.Mode().Perm() != 0o700 {
@@ -113,8 +114,10 @@ func TestInitModesAndIdempotence(t *testing.T) {
 }
 
 func TestEachAlgorithmSignsAndPublishes(t *testing.T) {
+	t.Parallel()
 	for _, alg := range []string{"ES256", "EdDSA", "RS256"} {
 		t.Run(alg, func(t *testing.T) {
+			t.Parallel()
 			d, _ := newDir(t, alg)
 			r := mustLoad(t, d)
 			sk := r.SigningKey()
@@ -171,6 +174,7 @@ func TestEachAlgorithmSignsAndPublishes(t *testing.T) {
 }
 
 func TestSealOpen(t *testing.T) {
+	t.Parallel()
 	d, _ := newDir(t, "ES256")
 	r := mustLoad(t, d)
 	k := r.EncryptionKey()
@@ -199,6 +203,7 @@ func TestSealOpen(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			if _, err := k.Open(tc.sealed, tc.ad); err == nil {
 				t.Error("opened")
 			}
@@ -212,6 +217,7 @@ func TestSealOpen(t *testing.T) {
 }
 
 func TestRotateLifecycle(t *testing.T) {
+	t.Parallel()
 	d, clk := newDir(t, "EdDSA")
 	r0 := mustLoad(t, d)
 	oldSig, oldEnc := r0.SigningKey().KID, r0.EncryptionKey().KID
@@ -277,6 +283,7 @@ func TestRotateLifecycle(t *testing.T) {
 }
 
 func TestEmergencyRotationDropsEverything(t *testing.T) {
+	t.Parallel()
 	d, _ := newDir(t, "ES256")
 	r0 := mustLoad(t, d)
 	old, _ := d.List()
@@ -307,6 +314,7 @@ func TestEmergencyRotationDropsEverything(t *testing.T) {
 // TestRotateIfDueRotatesOncePerPeriod: many callers on one directory, each
 // with its own Dir (its own lock file description), make one rotation.
 func TestRotateIfDueRotatesOncePerPeriod(t *testing.T) {
+	t.Parallel()
 	d, clk := newDir(t, "ES256")
 	if rotated, err := d.RotateIfDue(time.Hour); err != nil || rotated {
 		t.Fatalf("rotated before the period: %v %v", rotated, err)
@@ -335,6 +343,7 @@ func TestRotateIfDueRotatesOncePerPeriod(t *testing.T) {
 }
 
 func TestLoadRefusesBrokenDirectories(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		corrupt func(t *testing.T, dir string)
@@ -359,6 +368,7 @@ func TestLoadRefusesBrokenDirectories(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			d, _ := newDir(t, "ES256")
 			tc.corrupt(t, d.Path())
 			if _, err := d.Load(); err == nil {
@@ -372,6 +382,7 @@ func TestLoadRefusesBrokenDirectories(t *testing.T) {
 }
 
 func TestStoreKeepsLastGoodKeys(t *testing.T) {
+	t.Parallel()
 	d, _ := newDir(t, "ES256")
 	var logs bytes.Buffer
 	s, err := keys.NewStore(d, slog.New(slog.NewJSONHandler(&logs, nil)))
@@ -406,6 +417,7 @@ func TestStoreKeepsLastGoodKeys(t *testing.T) {
 }
 
 func TestStoreWatchPicksUpChanges(t *testing.T) {
+	t.Parallel()
 	d, _ := newDir(t, "ES256")
 	s, err := keys.NewStore(d, nil)
 	if err != nil {
@@ -428,6 +440,7 @@ func TestStoreWatchPicksUpChanges(t *testing.T) {
 }
 
 func TestCheckPermissions(t *testing.T) {
+	t.Parallel()
 	d, _ := newDir(t, "ES256")
 	if w := d.CheckPermissions(); len(w) != 0 {
 		t.Errorf("fresh directory warnings: %v", w)

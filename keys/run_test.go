@@ -15,6 +15,7 @@ import (
 // RotateEvery set it rotates by itself once the active key is due, and
 // serves the new key. Run returns once its context ends.
 func TestRun(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		// rotateEvery is the policy's automatic rotation period.
@@ -40,6 +41,7 @@ func TestRun(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			d, clk := newDir(t, "ES256")
 			s, err := keys.NewStore(d, nil)
 			if err != nil {

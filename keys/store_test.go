@@ -30,6 +30,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 func TestNewStoreErrors(t *testing.T) {
+	t.Parallel()
 	_, err := keys.NewStore(keys.NewDir(filepath.Join(t.TempDir(), "none"), retention, nil), nil)
 	if !errors.Is(err, keys.ErrNoKeys) {
 		t.Errorf("NewStore on a missing directory: %v, want ErrNoKeys", err)
@@ -46,6 +47,7 @@ func TestNewStoreErrors(t *testing.T) {
 // TestStoreLogsChangesOnce: INFO with kids when the ring changes and not
 // when it does not; an explicit Reload always reports its failure.
 func TestStoreLogsChangesOnce(t *testing.T) {
+	t.Parallel()
 	d, _ := newDir(t, "ES256")
 	s, logs := loggedStore(t, d)
 	if err := s.Reload(); err != nil || count(logs, `"level":"INFO"`) != 0 {
@@ -81,6 +83,7 @@ func TestStoreLogsChangesOnce(t *testing.T) {
 // error the first time each broken manifest is seen, not every tick, and the
 // server keeps the last good keys throughout.
 func TestWatchLogsBrokenDirectoryOncePerContent(t *testing.T) {
+	t.Parallel()
 	d, _ := newDir(t, "ES256")
 	s, logs := loggedStore(t, d)
 	good := s.Current()
@@ -142,6 +145,7 @@ func TestWatchLogsBrokenDirectoryOncePerContent(t *testing.T) {
 // TestWatchDropsExpiredRetiredKeys: a retired key leaves the live ring when
 // its retention passes, with no manifest change and no prune.
 func TestWatchDropsExpiredRetiredKeys(t *testing.T) {
+	t.Parallel()
 	d, clk := newDir(t, "EdDSA")
 	old := mustLoad(t, d)
 	if err := d.Rotate(false); err != nil {
@@ -174,6 +178,7 @@ func TestWatchDropsExpiredRetiredKeys(t *testing.T) {
 // cap (a sparse file, so the test itself stays small) is refused with
 // ErrTooLarge and an ERROR naming the file, and the last good keys serve.
 func TestOversizedFilesAreRefusedUnread(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		target func(d *keys.Dir) string
@@ -186,6 +191,7 @@ func TestOversizedFilesAreRefusedUnread(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			d, _ := newDir(t, "ES256")
 			s, logs := loggedStore(t, d)
 			good := s.Current()
@@ -241,6 +247,7 @@ func replaceWithFIFO(t *testing.T, path string) {
 // keep serving, Stale reports it, polling goes on, and a later valid
 // rotation is picked up by the poll and clears Stale.
 func TestFIFOInKeysDirIsRefused(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		target func(d *keys.Dir, r *keys.Ring) string
@@ -255,6 +262,7 @@ func TestFIFOInKeysDirIsRefused(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			d, _ := newDir(t, "ES256")
 			s, logs := loggedStore(t, d)
 			good := s.Current()
@@ -318,6 +326,7 @@ func TestFIFOInKeysDirIsRefused(t *testing.T) {
 // next reload (ErrUnsafePermissions, an ERROR), the last good keys keep
 // serving, the poll notices a chmod alone, and undoing it heals.
 func TestUnsafePermissionsAreRefusedOnEveryReload(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		target func(d *keys.Dir) string
@@ -332,6 +341,7 @@ func TestUnsafePermissionsAreRefusedOnEveryReload(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			d, _ := newDir(t, "ES256")
 			s, logs := loggedStore(t, d)
 			good := s.Current()
@@ -368,6 +378,7 @@ func TestUnsafePermissionsAreRefusedOnEveryReload(t *testing.T) {
 // who is neither the serving user nor root is loaded but warned about on
 // the next reload, naming the file and uid only.
 func TestForeignOwnerWarnsOnReload(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("chown to another user needs root")
 	}
@@ -394,6 +405,7 @@ func TestForeignOwnerWarnsOnReload(t *testing.T) {
 // mounted for a non-root pod), is no exposure; another group, or others,
 // still draw the warning.
 func TestOwnGroupReadableIsNotAWarning(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("chown to another group needs root")
 	}
@@ -426,6 +438,7 @@ func TestOwnGroupReadableIsNotAWarning(t *testing.T) {
 // the directory, nil for success and the error for a failure, and the
 // active signing key's Since moves forward with a rotation.
 func TestOnReloadReportsOutcomes(t *testing.T) {
+	t.Parallel()
 	d, _ := newDir(t, "ES256")
 	s, err := keys.NewStore(d, nil)
 	if err != nil {
