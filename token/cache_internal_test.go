@@ -420,3 +420,13 @@ func TestLookupAnswersOnlyWhatVerifyCached(t *testing.T) {
 		t.Fatal("Lookup answered a token of a key withdrawn by an emergency rotation")
 	}
 }
+
+// TestAdditionalDataIsStable pins the bytes the session_key seal is bound
+// to: tokens issued before a change to how they are built must still open.
+func TestAdditionalDataIsStable(t *testing.T) {
+	got := string(additionalData("kid1", "https://auth.example.test", "wx1111222233334444", "", "é"))
+	want := "wxtoken/session-key/" + sealVersion + "|4:kid1|25:https://auth.example.test|18:wx1111222233334444|0:|2:é"
+	if got != want {
+		t.Fatalf("additional data\n%q, want\n%q", got, want)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -572,9 +573,20 @@ func (s *Service) openSessionKey(ring *keys.Ring, claim, appID, sub, jti string)
 // makes it fail to open. Fields are length-prefixed so no two different
 // tuples encode the same.
 func additionalData(fields ...string) []byte {
-	b := []byte("wxtoken/session-key/" + sealVersion)
+	const prefix = "wxtoken/session-key/" + sealVersion
+	size := len(prefix)
 	for _, f := range fields {
-		b = fmt.Appendf(b, "|%d:%s", len(f), f)
+		size += len(f) + 8
+	}
+	b := make([]byte, 0, size)
+	b = append(b, prefix...)
+	// "|<length>:<field>" for each field, by hand: fmt.Appendf's
+	// formatting was a few µs of every login and every cold verification.
+	for _, f := range fields {
+		b = append(b, '|')
+		b = strconv.AppendInt(b, int64(len(f)), 10)
+		b = append(b, ':')
+		b = append(b, f...)
 	}
 	return b
 }

@@ -391,16 +391,22 @@ func (c *Client) call(ctx context.Context, appID, op, method, path string, q url
 		return err
 	}
 	apiErr := out.apiError(op)
-	c.cfg.Observer.WeChatCall(op, apiErr, c.cfg.Now().Sub(start))
+	took := c.cfg.Now().Sub(start)
+	c.cfg.Observer.WeChatCall(op, apiErr, took)
+	errcode := 0
 	if apiErr != nil {
 		var ae *APIError
 		errors.As(apiErr, &ae)
 		ae.Msg = hide.String(ae.Msg)
-		c.log.DebugContext(ctx, "wechat call", "op", op, "errcode", ae.Code, "duration", c.cfg.Now().Sub(start).String())
-		return apiErr
+		errcode = ae.Code
 	}
-	c.log.DebugContext(ctx, "wechat call", "op", op, "errcode", 0, "duration", c.cfg.Now().Sub(start).String())
-	return nil
+	// Asked first: the line is off by default, and building its
+	// arguments on every call would cost every login.
+	if c.log.Enabled(ctx, slog.LevelDebug) {
+		c.log.LogAttrs(ctx, slog.LevelDebug, "wechat call", slog.String("op", op), slog.Int("errcode", errcode),
+			slog.String("duration", took.String()))
+	}
+	return apiErr
 }
 
 // slotWait is how long a call waits for a free slot before failing fast:
