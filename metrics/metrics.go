@@ -10,6 +10,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -83,6 +84,24 @@ type Metrics struct {
 	keyReloads      *prometheus.CounterVec
 	verifications   *prometheus.CounterVec
 	rateLimited     *prometheus.CounterVec
+
+	// series keeps the request series already resolved, by requestKey:
+	// every request records one, and resolving its labels (hashing three
+	// strings under the vectors' locks, twice) cost more than recording.
+	// Bounded like the labels: routes, methods and statuses are few.
+	series sync.Map
+}
+
+// requestKey names the series of one kind of answered request.
+type requestKey struct {
+	route, method string
+	status        int
+}
+
+// requestSeries are the counter and histogram of one requestKey.
+type requestSeries struct {
+	count    prometheus.Counter
+	duration prometheus.Observer
 }
 
 // New builds the collectors and registers them.
@@ -180,9 +199,18 @@ func (m *Metrics) Request(route, method string, status int, took time.Duration) 
 	if !knownMethods[method] {
 		method = otherLabel
 	}
-	s := strconv.Itoa(status)
-	m.requests.WithLabelValues(route, method, s).Inc()
-	m.requestDuration.WithLabelValues(route, method, s).Observe(took.Seconds())
+	k := requestKey{route, method, status}
+	v, ok := m.series.Load(k)
+	if !ok {
+		s := strconv.Itoa(status)
+		v, _ = m.series.LoadOrStore(k, &requestSeries{
+			count:    m.requests.WithLabelValues(route, method, s),
+			duration: m.requestDuration.WithLabelValues(route, method, s),
+		})
+	}
+	rs := v.(*requestSeries)
+	rs.count.Inc()
+	rs.duration.Observe(took.Seconds())
 }
 
 // RateLimited records a 429 from the named limiter (handlers.Observer);
