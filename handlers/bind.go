@@ -57,12 +57,10 @@ func (b *binder) bind(c echo.Context, dst any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return kindInvalidRequest.problem("The request body is empty: send a JSON object.")
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(dst); err != nil {
-		return kindInvalidRequest.problem(describeJSONError(err))
-	}
-	if dec.More() {
-		return kindInvalidRequest.problem("The request body holds more than one JSON value.")
+	if err := json.Unmarshal(body, dst); err != nil {
+		// Rare, so described the slow way: a Decoder tells a second value
+		// and a cut-short body apart from other syntax errors.
+		return kindInvalidRequest.problem(describeBody(body, dst))
 	}
 	if v := reflect.ValueOf(dst); v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
 		return nil
@@ -90,6 +88,18 @@ func readBody(w http.ResponseWriter, req *http.Request) ([]byte, error) {
 		return nil, err
 	}
 	return body, nil
+}
+
+// describeBody says what is wrong with a body json.Unmarshal refused.
+func describeBody(body []byte, dst any) string {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(dst); err != nil {
+		return describeJSONError(err)
+	}
+	if dec.More() {
+		return "The request body holds more than one JSON value."
+	}
+	return "The body is not valid JSON."
 }
 
 func describeJSONError(err error) string {
