@@ -81,6 +81,7 @@ type config struct {
 	UpstreamConcurrency int
 	TokenCacheEntries   int
 	MetricsAddr         string
+	Pprof               bool // net/http/pprof beside /metrics on MetricsAddr
 	LogLevel            slog.Level
 	Dev                 bool
 
@@ -149,6 +150,7 @@ func (c *config) server() server.Config {
 		WriteTimeout:        c.writeTimeout(),
 		IdleTimeout:         c.IdleTimeout,
 		MaxConns:            c.MaxConns,
+		Pprof:               c.Pprof,
 		OpenAPI:             openAPISpec,
 		Dev:                 c.Dev,
 		DevKeyAlg:           defaultSigningAlg,
@@ -198,6 +200,7 @@ func loadConfig(getenv func(string) string) *config {
 	c.UpstreamConcurrency = c.integer(getenv, "WXTOKEN_UPSTREAM_CONCURRENCY", defaultUpstreamLimit)
 	c.TokenCacheEntries = c.integer(getenv, "WXTOKEN_TOKEN_CACHE_ENTRIES", token.DefaultCacheEntries)
 	c.MetricsAddr = getenv("WXTOKEN_METRICS_ADDR")
+	c.Pprof = c.boolean(getenv, "WXTOKEN_PPROF", false)
 	if lv := getenv("WXTOKEN_LOG_LEVEL"); lv != "" {
 		if err := c.LogLevel.UnmarshalText([]byte(lv)); err != nil {
 			c.problems = append(c.problems, "WXTOKEN_LOG_LEVEL must be debug, info, warn or error")
@@ -346,6 +349,7 @@ func (c *config) check() []string {
 		{c.TokenCacheEntries < 0 || c.TokenCacheEntries > maxTokenCacheEntries, "WXTOKEN_TOKEN_CACHE_ENTRIES must be between 0 (off) and 1000000"},
 		{c.MetricsAddr != "" && !validListenAddr(c.MetricsAddr), "WXTOKEN_METRICS_ADDR must be a listen address like 127.0.0.1:9090 or :9090"},
 		{c.MetricsAddr != "" && c.MetricsAddr == c.Addr && !strings.HasSuffix(c.Addr, ":0"), "WXTOKEN_METRICS_ADDR must differ from WXTOKEN_ADDR (leave it empty to serve /metrics there)"},
+		{c.Pprof && c.MetricsAddr == "", "WXTOKEN_PPROF needs WXTOKEN_METRICS_ADDR: profiles are served only on that private listener, never on the API's"},
 		{c.AppsFile != "" && c.AppID != "", "WXTOKEN_APPS_FILE and WECHAT_APPID are both set: configure one app with WECHAT_APPID, or several in the apps file, not both"},
 		{c.AppsFile != "" && (!c.Secret.Empty() || c.SecretFile != ""),
 			"WXTOKEN_APPS_FILE and WECHAT_SECRET (or WECHAT_SECRET_FILE) are both set: with an apps file, each app's secret is in it"},
@@ -401,6 +405,10 @@ func (c *config) float(getenv func(string) string, name string, def float64) flo
 
 func (c *config) integer(getenv func(string) string, name string, def int) int {
 	return setting(c, getenv, name, def, strconv.Atoi, "a whole number")
+}
+
+func (c *config) boolean(getenv func(string) string, name string, def bool) bool {
+	return setting(c, getenv, name, def, strconv.ParseBool, "true or false")
 }
 
 // cidrs parses a comma-separated list of IPs or CIDR ranges.

@@ -57,6 +57,7 @@ var settingValues = map[string]func(c *config) string{
 	"WXTOKEN_AUTH_FAIL_BURST":      func(c *config) string { return strconv.Itoa(c.AuthFailBurst) },
 	"WXTOKEN_MAX_CONNS":            func(c *config) string { return strconv.Itoa(c.MaxConns) },
 	"WXTOKEN_METRICS_ADDR":         func(c *config) string { return orNone(c.MetricsAddr) },
+	"WXTOKEN_PPROF":                func(c *config) string { return strconv.FormatBool(c.Pprof) },
 	"WXTOKEN_TOKEN_CACHE_ENTRIES": func(c *config) string {
 		return offIfZero(strconv.Itoa(c.TokenCacheEntries), c.TokenCacheEntries == 0)
 	},

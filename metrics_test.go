@@ -218,16 +218,7 @@ func TestMetricsOnSeparateListener(t *testing.T) {
 	if c := do(t, http.MethodGet, s.URL+"/metrics", "", "", nil); c.Status != http.StatusNotFound {
 		t.Fatalf("main listener /metrics: %d, want 404", c.Status)
 	}
-	var addr string
-	for _, line := range strings.Split(s.logs.String(), "\n") {
-		var rec struct{ Msg, Addr string }
-		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "metrics listening" {
-			addr = rec.Addr
-		}
-	}
-	if addr == "" {
-		t.Fatalf("no metrics listener logged:\n%s", s.logs.String())
-	}
+	addr := metricsAddr(t, s)
 	body, all := scrape(t, "http://"+addr+"/metrics")
 	// The main listener's 404 above is counted, and seen here.
 	if n, _ := value(all, "wxtoken_http_requests_total", map[string]string{"route": "/metrics", "status": "404"}); n != 0 {
@@ -236,8 +227,43 @@ func TestMetricsOnSeparateListener(t *testing.T) {
 	if n, _ := value(all, "wxtoken_http_requests_total", map[string]string{"route": "unmatched", "status": "404"}); n != 1 {
 		t.Errorf("main listener's 404 not counted as unmatched:\n%s", body)
 	}
-	if c := do(t, http.MethodGet, "http://"+addr+"/healthz", "", "", nil); c.Status != http.StatusNotFound {
-		t.Errorf("metrics listener serves /healthz: %d", c.Status)
+	for _, path := range []string{"/healthz", "/debug/pprof/", "/debug/pprof/heap"} {
+		if c := do(t, http.MethodGet, "http://"+addr+path, "", "", nil); c.Status != http.StatusNotFound {
+			t.Errorf("metrics listener without WXTOKEN_PPROF serves %s: %d", path, c.Status)
+		}
+	}
+}
+
+// metricsAddr is the address the server logged for its metrics listener.
+func metricsAddr(t *testing.T, s *running) string {
+	t.Helper()
+	var addr string
+	eventually(t, 5*time.Second, "the metrics listener is logged", func() bool {
+		for _, line := range strings.Split(s.logs.String(), "\n") {
+			var rec struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "metrics listening" {
+				addr = rec.Addr
+			}
+		}
+		return addr != ""
+	})
+	return addr
+}
+
+// TestPprofOnMetricsListener: WXTOKEN_PPROF serves Go's profiles on the
+// metrics listener only; the API's listener never answers them.
+func TestPprofOnMetricsListener(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, testAppID)
+	s := startServer(t, f.env.with("WXTOKEN_METRICS_ADDR", "127.0.0.1:0", "WXTOKEN_PPROF", "true"))
+	addr := metricsAddr(t, s)
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap?debug=1", "/debug/pprof/goroutine?debug=1", "/debug/pprof/profile?seconds=1"} {
+		if c := do(t, http.MethodGet, "http://"+addr+path, "", "", nil); c.Status != http.StatusOK || len(c.Body) == 0 {
+			t.Errorf("metrics listener %s: %d, %d bytes", path, c.Status, len(c.Body))
+		}
+		if c := do(t, http.MethodGet, s.URL+path, "", "", nil); c.Status != http.StatusNotFound {
+			t.Errorf("API listener %s: %d, want 404", path, c.Status)
+		}
 	}
 }
 
@@ -253,6 +279,9 @@ func TestMetricsAddrIsValidated(t *testing.T) {
 		{env{"WXTOKEN_METRICS_ADDR": "127.0.0.1:99999"}, "WXTOKEN_METRICS_ADDR must be a listen address"},
 		{env{"WXTOKEN_ADDR": ":9090", "WXTOKEN_METRICS_ADDR": ":9090"}, "WXTOKEN_METRICS_ADDR must differ"},
 		{env{"WXTOKEN_METRICS_ADDR": "127.0.0.1:9090"}, ""},
+		{env{"WXTOKEN_PPROF": "true"}, "WXTOKEN_PPROF needs WXTOKEN_METRICS_ADDR"},
+		{env{"WXTOKEN_PPROF": "yes please", "WXTOKEN_METRICS_ADDR": "127.0.0.1:9090"}, "WXTOKEN_PPROF must be true or false"},
+		{env{"WXTOKEN_PPROF": "true", "WXTOKEN_METRICS_ADDR": "127.0.0.1:9090"}, ""},
 	} {
 		err := loadConfig(tc.env.getenv).validate()
 		if tc.want == "" && err != nil {

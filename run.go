@@ -65,6 +65,7 @@ Environment:
   WXTOKEN_READ_TIMEOUT         time a client may take to send a whole request (default 15s; headers: 5s at most)
   WXTOKEN_IDLE_TIMEOUT         how long an idle keep-alive connection stays open (default 2m)
   WXTOKEN_METRICS_ADDR         serve /metrics on this separate listen address instead of the main one (default none)
+  WXTOKEN_PPROF                true: also serve Go's profiles under /debug/pprof/ on WXTOKEN_METRICS_ADDR (default false)
   WXTOKEN_MAX_CONNS            open connections at most; at the cap the longest-idle one is closed (default 10000)
   WXTOKEN_SHUTDOWN_GRACE       how long in-flight requests may finish on SIGTERM (default 15s)
   WXTOKEN_LOG_LEVEL            debug, info, warn or error (default info)

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"sync"
@@ -80,6 +81,11 @@ type Config struct {
 	IdleTimeout       time.Duration
 	// MaxConns caps the open connections (see connCap).
 	MaxConns int
+	// Pprof serves net/http/pprof's profiles under /debug/pprof/ on the
+	// metrics listener (never on the API's; New refuses it without one),
+	// so an operator can profile a live replica as the README's
+	// performance section was profiled.
+	Pprof bool
 
 	// OpenAPI is the spec served at /openapi.yaml.
 	OpenAPI []byte
@@ -163,6 +169,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	store.OnReload(m.KeyReload)
+	if cfg.Pprof && deps.MetricsListener == nil {
+		return nil, errors.New("server: pprof is served only on a metrics listener of its own")
+	}
 	// Metrics go on the main listener unless they have one of their own.
 	var mainMetrics http.Handler
 	if deps.MetricsListener == nil {
@@ -170,11 +179,22 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	} else {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", m.Handler())
+		writeTimeout := 30 * time.Second
+		if cfg.Pprof {
+			mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+			mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+			mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+			// A CPU profile or trace answers after its seconds (30 by
+			// default); pprof refuses one longer than the write timeout.
+			writeTimeout = 2 * time.Minute
+		}
 		s.metrics = &http.Server{
 			Handler:           mux,
 			ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 			ReadTimeout:       cfg.ReadTimeout,
-			WriteTimeout:      30 * time.Second,
+			WriteTimeout:      writeTimeout,
 			IdleTimeout:       cfg.IdleTimeout,
 			MaxHeaderBytes:    maxHeaderBytes,
 			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),

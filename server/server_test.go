@@ -133,3 +133,22 @@ func TestNewWithoutKeys(t *testing.T) {
 		t.Errorf("New on an empty directory: %v, want keys.ErrNoKeys", err)
 	}
 }
+
+// TestPprofNeedsItsOwnListener: profiles are never served on the API's
+// listener, whatever the caller's config says.
+func TestPprofNeedsItsOwnListener(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "keys")
+	if _, err := keys.NewDir(dir, time.Hour, nil).Init(keys.ES256); err != nil {
+		t.Fatal(err)
+	}
+	_, err := server.New(server.Config{
+		Issuer: "http://127.0.0.1", KeysDir: dir, Retention: time.Hour, ReloadInterval: time.Second,
+		TokenTTL: time.Hour, Leeway: time.Second, WeChatAPIBase: "http://127.0.0.1:1", WeChatTimeout: time.Second,
+		UpstreamConcurrency: 4, RequestTimeout: time.Second, ReadHeaderTimeout: time.Second,
+		ReadTimeout: time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: time.Second, MaxConns: 10,
+		Pprof: true,
+	}, server.Deps{Logger: slog.New(slog.DiscardHandler), Apps: oneApp{}})
+	if err == nil || !strings.Contains(err.Error(), "pprof") {
+		t.Fatalf("New with pprof and no metrics listener: %v, want a refusal", err)
+	}
+}
