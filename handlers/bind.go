@@ -71,16 +71,19 @@ func (b *binder) bind(c echo.Context, dst any) error {
 	return nil
 }
 
-// readBody reads a body of at most bodyLimit bytes. A body that declares
-// its length is read into a buffer of exactly that size (net/http never
-// hands over more than Content-Length bytes); one sent chunked is read
-// through http.MaxBytesReader.
+// readBody reads a body of at most bodyLimit bytes. A small body that
+// declares its length (every body of a normal call) is read into a buffer
+// of exactly that size; anything else, larger or sent chunked, is read
+// through http.MaxBytesReader into a buffer that grows only as bytes
+// arrive. A declared length is never trusted for more than
+// exactBodyLimit up front: a client that declares 64 KiB and then stalls
+// must not hold 64 KiB of memory per connection for the read timeout.
 func readBody(w http.ResponseWriter, req *http.Request) ([]byte, error) {
 	n := req.ContentLength
 	if n > bodyLimit {
 		return nil, &http.MaxBytesError{Limit: bodyLimit}
 	}
-	if n < 0 {
+	if n < 0 || n > exactBodyLimit {
 		return io.ReadAll(http.MaxBytesReader(w, req.Body, bodyLimit))
 	}
 	body := make([]byte, n)
@@ -89,6 +92,11 @@ func readBody(w http.ResponseWriter, req *http.Request) ([]byte, error) {
 	}
 	return body, nil
 }
+
+// exactBodyLimit is the largest declared length readBody allocates before
+// reading: about what one stalled connection may hold, and above every
+// decrypt body and most userinfo bodies.
+const exactBodyLimit = 4 << 10
 
 // describeBody says what is wrong with a body json.Unmarshal refused.
 func describeBody(body []byte, dst any) string {

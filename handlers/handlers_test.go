@@ -346,6 +346,7 @@ func TestRequestShapeProblems(t *testing.T) {
 		{"two values", "POST", "/v1/login", "application/json", `{"code":"a"} {"code":"b"}`, 400, "invalid-request", "more than one JSON value"},
 		{"garbage after", "POST", "/v1/login", "application/json", `{"code":"a"} x`, 400, "invalid-request", "more than one JSON value"},
 		{"bad byte", "POST", "/v1/login", "application/json", `{"code":"a",}`, 400, "invalid-request", "syntax error at byte"},
+		{"closing bracket after", "POST", "/v1/login", "application/json", `{"code":"a"}]`, 400, "invalid-request", "not valid JSON"},
 		{"two values", "POST", "/v1/login", "application/json", `{"code":"a"}{"code":"b"}`, 400, "invalid-request", "more than one"},
 		{"array", "POST", "/v1/login", "application/json", `["a"]`, 400, "invalid-request", "JSON object"},
 		{"empty body", "POST", "/v1/login", "application/json", ``, 400, "invalid-request", "empty"},

@@ -19,6 +19,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	// Importing it also registers the profiles on http.DefaultServeMux; nothing
+	// here serves that mux (never pass a nil handler to a server), and the
+	// handlers are routed explicitly on the metrics listener only.
 	"net/http/pprof"
 	"os"
 	"os/signal"
@@ -105,7 +108,8 @@ type Deps struct {
 	// WatchApps, when set, keeps Apps current until its context ends (the
 	// apps file watcher); the server runs it while serving.
 	WatchApps func(context.Context)
-	// MetricsListener, when set, serves GET /metrics alone; nil puts
+	// MetricsListener, when set, serves GET /metrics (and, with
+	// Config.Pprof, /debug/pprof/) and nothing else; nil puts
 	// /metrics on the main listener.
 	MetricsListener net.Listener
 	// Emulator is where the dev-mode WeChat emulator serves, the address
