@@ -66,7 +66,6 @@ func load(path string, maxTTL time.Duration) (set *Set, fingerprint [32]byte, er
 	}
 	h := sha256.New()
 	h.Write(raw)
-	fingerprint = [32]byte(h.Sum(nil))
 	entries, problems := decode(path, raw)
 	set = &Set{byID: map[string]servedApp{}, defaultTTL: maxTTL}
 	for i, e := range entries {

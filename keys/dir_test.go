@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -373,4 +374,49 @@ func firstMatch(d *keys.Dir, pattern string) string {
 		return filepath.Join(d.Path(), "missing")
 	}
 	return m[0]
+}
+
+const fsizeHelperEnv = "WXTOKEN_KEYS_FSIZE_HELPER"
+
+// TestInitUnderFileSizeLimitHelperProcess is the child of
+// TestFailedWritesAreNeverRenamedIntoPlace: with files capped at 64 bytes
+// (writes past that fail with EFBIG; Go ignores SIGXFSZ) it runs keys init.
+func TestInitUnderFileSizeLimitHelperProcess(t *testing.T) {
+	dir := os.Getenv(fsizeHelperEnv)
+	if dir == "" {
+		return
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: 64, Max: 64}); err != nil {
+		fmt.Println("setrlimit:", err)
+		os.Exit(3)
+	}
+	_, err := keys.NewDir(dir, retention, nil).Init(keys.ES256)
+	fmt.Println("init error:", err)
+	os.Exit(0)
+}
+
+// TestFailedWritesAreNeverRenamedIntoPlace: a key file that cannot be
+// written whole (a full disk, a quota) fails keys init; nothing truncated
+// is left under a key file's name.
+func TestFailedWritesAreNeverRenamedIntoPlace(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("starts a process")
+	}
+	dir := filepath.Join(t.TempDir(), "keys")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestInitUnderFileSizeLimitHelperProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), fsizeHelperEnv+"="+dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "init error: keys: write") {
+		t.Fatalf("keys init with every write failing: %s", out)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && info.Mode().IsRegular() && !strings.HasPrefix(e.Name(), ".") {
+			t.Errorf("%s (%d bytes) was left in place by a failed write", e.Name(), info.Size())
+		}
+	}
 }
