@@ -320,3 +320,24 @@ func TestPromCounter(t *testing.T) {
 		t.Fatal("a missing counter read as a value")
 	}
 }
+
+func TestMedianRows(t *testing.T) {
+	row := func(contender, route string, cpu float64) Row {
+		return Row{Contender: contender, Route: route, CPUus: cpu, MaxRPS: 1e6 / cpu}
+	}
+	rounds := [][]Row{
+		{row(roleFloor, routeLogin, 200), row("wxtoken-ES256", routeLogin, 330)},
+		{row(roleFloor, routeLogin, 260), row("wxtoken-ES256", routeLogin, 270)},
+		{row(roleFloor, routeLogin, 230), row("wxtoken-ES256", routeLogin, 300)},
+	}
+	got := medianRows(rounds)
+	if len(got) != 2 || got[0].Contender != roleFloor || got[0].CPUus != 230 || got[1].CPUus != 300 {
+		t.Fatalf("medians %+v, want the floor's 230 then wxtoken's 300, in the first round's order", got)
+	}
+	if got := medianRows(rounds[:2]); got[0].CPUus != 200 || got[1].CPUus != 270 {
+		t.Fatalf("even count: %+v, want the lower middle rows", got)
+	}
+	if got := medianRows(rounds[:1]); got[1].CPUus != 330 {
+		t.Fatalf("one round: %+v", got)
+	}
+}

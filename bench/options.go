@@ -49,6 +49,10 @@ type options struct {
 	Keep bool
 	// Micro runs go test -bench for wxtoken's calls and their primitives.
 	Micro bool
+	// Rounds repeats every contender's measurements, in turn, and keeps
+	// each route's median: contenders are measured minutes apart, and a
+	// shared machine drifts over minutes as much as the gaps measured.
+	Rounds int
 
 	// Child flags.
 	Role     string
@@ -82,6 +86,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.Chart, "chart", "", "throughput chart SVG (default bench/throughput.svg; a temp dir with -smoke)")
 	fs.StringVar(&o.SoakRoute, "soak-route", routeLogin, "route of the soak: login makes new state on every request")
 	fs.BoolVar(&o.Micro, "micro", true, "also run go test -bench -benchmem: issue, verify, seal/open, user-data decrypt, each beside its raw primitive (off with -smoke)")
+	fs.IntVar(&o.Rounds, "rounds", 1, "measure every contender this many times, in turn (floor, table, wxtoken, floor, ...), and keep each route's median by CPU per request")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the scratch directory with every server's log (kept anyway after a failure)")
 	fs.StringVar(&o.Render, "render", "", "re-render the table, the markdown and the chart of this results JSON; measures nothing")
 	fs.Float64Var(&o.OpenRateMul, "open-rate", 0.5, "open-loop rate as a fraction of the contender's measured maximum")

@@ -106,26 +106,32 @@ func orchestrate(ctx context.Context, o *options, args []string, getenv func(str
 		}}
 	res.Command = strings.TrimSpace(res.Command)
 	soaked := false
-	for _, kind := range o.Contenders {
-		algs := []string{""}
-		if kind == "wxtoken" {
-			algs = o.Algs
-		}
-		for _, alg := range algs {
-			// The soak runs on the floor, the table and the first wxtoken
-			// variant (the default ES256): the design under test.
-			soak := o.Soak > 0 && (kind != "wxtoken" || !soaked)
-			rows, s, err := w.measure(ctx, kind, alg, soak)
-			if err != nil {
-				return err
+	rounds := make([][]Row, max(o.Rounds, 1))
+	for round := range rounds {
+		for _, kind := range o.Contenders {
+			algs := []string{""}
+			if kind == "wxtoken" {
+				algs = o.Algs
 			}
-			res.Rows = append(res.Rows, rows...)
-			if s != nil {
-				res.Soaks = append(res.Soaks, *s)
-				soaked = soaked || kind == "wxtoken"
+			for _, alg := range algs {
+				// The soak runs once, in the first round, on the floor, the
+				// table and the first wxtoken variant (the default ES256):
+				// the design under test.
+				soak := round == 0 && o.Soak > 0 && (kind != "wxtoken" || !soaked)
+				rows, s, err := w.measure(ctx, kind, alg, soak)
+				if err != nil {
+					return err
+				}
+				rounds[round] = append(rounds[round], rows...)
+				if s != nil {
+					res.Soaks = append(res.Soaks, *s)
+					soaked = soaked || kind == "wxtoken"
+				}
 			}
 		}
 	}
+	res.Rows = medianRows(rounds)
+	res.Settings.Rounds = len(rounds)
 	addRatios(res.Rows)
 	res.Machine.LoadEnd = loadAvg()
 	if o.Micro {

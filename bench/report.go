@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -59,6 +60,7 @@ type Settings struct {
 	OpenRate  float64 `json:"open_rate_fraction"`
 	ServerCPU int     `json:"server_cpu"`
 	LoadCPU   int     `json:"load_cpu"`
+	Rounds    int     `json:"rounds,omitempty"`
 }
 
 // Row is one route of one contender. NA rows are routes a contender does
@@ -206,6 +208,30 @@ func addRatios(rows []Row) {
 			r.VsTable = ratio(r, t)
 		}
 	}
+}
+
+// medianRows keeps, for each contender and route, the row of median CPU
+// per request among the rounds (the lower middle one for an even count),
+// in the order of the first round.
+func medianRows(rounds [][]Row) []Row {
+	if len(rounds) == 0 {
+		return nil
+	}
+	type key struct{ contender, route string }
+	byKey := map[key][]Row{}
+	for _, rows := range rounds {
+		for _, r := range rows {
+			k := key{r.Contender, r.Route}
+			byKey[k] = append(byKey[k], r)
+		}
+	}
+	out := make([]Row, 0, len(rounds[0]))
+	for _, first := range rounds[0] {
+		rs := byKey[key{first.Contender, first.Route}]
+		slices.SortStableFunc(rs, func(a, b Row) int { return cmp.Compare(a.CPUus, b.CPUus) })
+		out = append(out, rs[(len(rs)-1)/2])
+	}
+	return out
 }
 
 func ratio(a, b *Row) *Ratio {
