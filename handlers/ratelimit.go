@@ -11,6 +11,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"golang.org/x/time/rate"
 
+	"github.com/wxtoken/wxtoken/token"
 	"github.com/wxtoken/wxtoken/wechat"
 )
 
@@ -162,6 +163,10 @@ func (l *keyedLimiter) takeClient(ip string) (taken, bool) {
 	return l.take(bucketKey{host, 1}, bucketKey{wide, netMultiplier})
 }
 
+// userKey is the limiters' key of the user a session speaks for: an openid
+// is unique only within its app.
+func userKey(s *token.Session) string { return s.AppID + "|" + s.OpenID }
+
 // tracked is how many keys the limiter holds.
 func (l *keyedLimiter) tracked() int { return l.buckets.Len() }
 
@@ -232,7 +237,7 @@ func (h *server) limitDecryptFailures() echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			s := sessionOf(c)
-			refund, ok := l.take(bucketKey{s.AppID + "|" + s.OpenID, 1}, bucketKey{})
+			refund, ok := l.take(bucketKey{userKey(s), 1}, bucketKey{})
 			if !ok {
 				h.cfg.Observer.RateLimited(LimiterDecrypt)
 				return kindRateLimited.problem("Too much user data that did not decrypt for this user. " +

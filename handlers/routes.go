@@ -233,7 +233,7 @@ func (h *server) userLimiter() echo.MiddlewareFunc {
 	l := newKeyedLimiter(limiterEntries, h.cfg.UserRate, h.cfg.UserBurst, h.cfg.Now)
 	return h.limitBy(LimiterUser, func(c echo.Context) bool {
 		s := sessionOf(c)
-		return l.allow(s.AppID + "|" + s.OpenID)
+		return l.allow(userKey(s))
 	}, l.retryAfter(), "Too many calls for this user. Retry later.")
 }
 

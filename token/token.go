@@ -367,7 +367,10 @@ func (s *Service) Lookup(raw string) (sess *Session, ok bool) {
 		return nil, false
 	}
 	v, ok := s.cache.get(cacheKey(raw), ring)
-	if !ok || s.validate(&v.registered) != nil || (s.cfg.Accept != nil && !s.cfg.Accept(v.sess.AppID)) {
+	if !ok {
+		return nil, false
+	}
+	if _, err := s.recheck(v); err != nil {
 		// Verify gives the reason, and drops an entry no longer valid.
 		return nil, false
 	}
@@ -398,13 +401,11 @@ func (s *Service) verifyRaw(raw string) (sess *Session, cached bool, err error) 
 	}
 	key := cacheKey(raw)
 	if v, ok := s.cache.get(key, ring); ok {
-		if err := s.validate(&v.registered); err != nil {
-			s.cache.drop(key)
+		if stale, err := s.recheck(v); err != nil {
+			if stale {
+				s.cache.drop(key)
+			}
 			return nil, true, err
-		}
-		// The apps served can change while a token is cached.
-		if s.cfg.Accept != nil && !s.cfg.Accept(v.sess.AppID) {
-			return nil, true, invalidAs(errWrongAudience, "audience is not an app served here")
 		}
 		return v.session(), true, nil
 	}
@@ -414,6 +415,21 @@ func (s *Service) verifyRaw(raw string) (sess *Session, cached bool, err error) 
 	}
 	s.cache.put(key, v, v.registered.ExpiresAt.Add(s.cfg.Leeway).Sub(s.cfg.Now()))
 	return v.session(), false, nil
+}
+
+// recheck is what a cached verification must pass again on every use, by
+// Lookup and Verify alike: the time claims and the issuer, then that its
+// app is still served (the apps served can change while a token is
+// cached). stale says the time claims failed, so the entry can never pass
+// again and may be dropped.
+func (s *Service) recheck(v *verified) (stale bool, err error) {
+	if err := s.validate(&v.registered); err != nil {
+		return true, err
+	}
+	if s.cfg.Accept != nil && !s.cfg.Accept(v.sess.AppID) {
+		return false, invalidAs(errWrongAudience, "audience is not an app served here")
+	}
+	return false, nil
 }
 
 // verified is what verifying a token proved: the session it speaks for,
